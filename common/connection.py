@@ -1,0 +1,31 @@
+"""Redis connections for every stage, sync (RQ, client) and asyncio (producer, detector)."""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio
+
+from common.config import Settings
+
+
+class RedisUnavailable(RuntimeError):
+    """No Redis answers at the configured URL; the message says how to get one."""
+
+
+def connect(settings: Settings, decode: bool = True) -> redis.Redis:
+    """decode=False is for RQ, which stores pickled jobs."""
+    return redis.Redis.from_url(settings.redis_url, decode_responses=decode)
+
+
+def connect_async(settings: Settings) -> redis.asyncio.Redis:
+    return redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
+
+
+def ping(settings: Settings, timeout_s: float = 1.0) -> bool:
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+    finally:
+        client.close()

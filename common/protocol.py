@@ -1,0 +1,401 @@
+"""The wire protocol: every Redis key and every message schema, and nothing else.
+
+Stages only meet in Redis, so this module is the contract between them. No other
+module spells a key. Every per-session key carries the session id as a Redis
+Cluster hash tag (``eager:{<session>}:tokens``) so that all of one session's keys
+live on one shard and a multi-key read over them (the client follows three streams
+in one XREAD) stays legal in a cluster. Every message carries the schema version;
+a reader refuses a version it does not know rather than guessing.
+
+Keys (``<ns>`` is the namespace, ``eager`` by default):
+
+================================  ======  =====================================================
+key                               type    content
+================================  ======  =====================================================
+``<ns>:requests``                 stream  SessionRequest; consumer groups ``producer`` and ``detector``
+``<ns>:{<session>}:tokens``       stream  Delta* then GenerationEnd (producer -> detector, client)
+``<ns>:{<session>}:chunks``       stream  ChunkReady* [CodeInvalid] then DetectionEnd (detector -> executor)
+``<ns>:{<session>}:cancel``       stream  Cancel (executor or client -> producer)
+``<ns>:{<session>}:events``       stream  SessionStarted, Batch*, Output, ExecutionError, Summary (executor -> client)
+``<ns>:stages:<stage>``           zset    process name -> last heartbeat (ms); who is alive
+================================  ======  =====================================================
+
+RQ's own keys (``rq:*``) hold the executor queue ``<ns>-executor`` and jobs ``<ns>-session-<session>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 1
+
+PRODUCER_GROUP = "producer"
+DETECTOR_GROUP = "detector"
+STAGES = ("producer", "detector", "executor")
+
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be read: unknown version or kind, missing or mistyped fields."""
+
+
+def check_session_id(session_id: str) -> str:
+    """Session ids become part of keys and hash tags, so only a safe alphabet is allowed."""
+    if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+        raise ProtocolError(f"invalid session id {session_id!r}: want 1-64 of [A-Za-z0-9_-]")
+    return session_id
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Every key of one deployment, derived from its namespace."""
+
+    namespace: str = "eager"
+
+    @property
+    def requests(self) -> str:
+        return f"{self.namespace}:requests"
+
+    def _session(self, session_id: str, name: str) -> str:
+        return f"{self.namespace}:{{{check_session_id(session_id)}}}:{name}"
+
+    def tokens(self, session_id: str) -> str:
+        return self._session(session_id, "tokens")
+
+    def chunks(self, session_id: str) -> str:
+        return self._session(session_id, "chunks")
+
+    def cancel(self, session_id: str) -> str:
+        return self._session(session_id, "cancel")
+
+    def events(self, session_id: str) -> str:
+        return self._session(session_id, "events")
+
+    def session_keys(self, session_id: str) -> tuple[str, ...]:
+        return (self.tokens(session_id), self.chunks(session_id), self.cancel(session_id), self.events(session_id))
+
+    def stage_heartbeats(self, stage: str) -> str:
+        if stage not in STAGES:
+            raise ProtocolError(f"unknown stage {stage!r}")
+        return f"{self.namespace}:stages:{stage}"
+
+    @property
+    def executor_queue(self) -> str:
+        return f"{self.namespace}-executor"
+
+    def executor_job_id(self, session_id: str) -> str:
+        return f"{self.namespace}-session-{check_session_id(session_id)}"
+
+
+class Gate(StrEnum):
+    EAGER = "eager"
+    SERIAL = "serial"
+
+
+class SessionStatus(StrEnum):
+    """Terminal statuses; every session ends with exactly one."""
+
+    OK = "ok"
+    ERROR = "error"  # the code raised
+    SYNTAX_ERROR = "syntax_error"
+    EXITED = "exited"  # the code called sys.exit()
+    NO_CODE = "no_code"
+    MODEL_ERROR = "model_error"  # the model endpoint failed
+    TIMEOUT = "timeout"
+    INTERPRETER_DIED = "interpreter_died"
+    CANCELLED = "cancelled"
+    FAILED = "failed"  # the executor itself broke; detail says how
+    REJECTED = "rejected"  # the request was malformed; detail says why
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+class CodeStatus(StrEnum):
+    COMPLETE = "complete"
+    INVALID = "invalid"
+    NO_CODE = "no_code"
+    GENERATION_FAILED = "generation_failed"
+    CANCELLED = "cancelled"  # generation was cut; the unfinished tail is not code anyone can run
+    REJECTED = "rejected"  # the request itself was malformed
+
+
+class Message:
+    """Base of all messages; ``kind`` names the schema on the wire."""
+
+    kind: ClassVar[str]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRequest(Message):
+    kind: ClassVar[str] = "request"
+    session_id: str
+    model: str
+    submitted_ns: int
+    gate: Gate = Gate.EAGER
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+    def __post_init__(self) -> None:
+        check_session_id(self.session_id)
+        if (self.messages is None) == (self.prompt is None):
+            raise ProtocolError("a request has exactly one of `messages` (chat) or `prompt` (completion)")
+        if self.messages is not None and (
+            not isinstance(self.messages, list)
+            or not self.messages
+            or not all(isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") for m in self.messages)
+        ):
+            raise ProtocolError("`messages` must be a non-empty list of {role, content} objects")
+        if not self.model:
+            raise ProtocolError("a request needs a model name")
+        object.__setattr__(self, "gate", Gate(self.gate))
+
+    @property
+    def raw(self) -> bool:
+        """Completion models answer with bare code; chat models answer in markdown."""
+        return self.prompt is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Delta(Message):
+    kind: ClassVar[str] = "delta"
+    text: str
+    at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationEnd(Message):
+    kind: ClassVar[str] = "generation_end"
+    finish_reason: FinishReason
+    at_ns: int
+    tokens: int
+    first_token_ns: int | None = None
+    usage: dict[str, Any] | None = None
+    completion_id: str | None = None
+    error: str | None = None
+    cancel_latency_s: float | None = None  # from the cancel's publication to the closed HTTP stream
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "finish_reason", FinishReason(self.finish_reason))
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkReady(Message):
+    kind: ClassVar[str] = "chunk"
+    seq: int
+    start_line: int
+    end_line: int
+    code: str
+    emitted_at: int  # characters of the answer received when the chunk was proven final
+    delta_ns: int  # arrival of the delta that proved it
+    detected_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class CodeInvalid(Message):
+    """Published the moment a syntax error is provable, before generation ends."""
+
+    kind: ClassVar[str] = "code_invalid"
+    line: int
+    message: str
+    detected_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionEnd(Message):
+    """Always the last message of a chunk stream; relays how generation ended."""
+
+    kind: ClassVar[str] = "detection_end"
+    status: CodeStatus
+    chunks: int
+    generation: GenerationEnd
+    detected_ns: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", CodeStatus(self.status))
+        if isinstance(self.generation, dict):
+            object.__setattr__(self, "generation", _from_data(GenerationEnd, self.generation))
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel(Message):
+    kind: ClassVar[str] = "cancel"
+    reason: str
+    by: str
+    at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStarted(Message):
+    kind: ClassVar[str] = "started"
+    worker: str
+    interpreter_pid: int
+    gate: Gate
+    at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStarted(Message):
+    kind: ClassVar[str] = "batch_started"
+    batch: int
+    first_seq: int
+    last_seq: int
+    start_line: int
+    end_line: int
+    at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Output(Message):
+    kind: ClassVar[str] = "output"
+    batch: int
+    stream: str
+    text: str
+    at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFinished(Message):
+    kind: ClassVar[str] = "batch_finished"
+    batch: int
+    ok: bool
+    started_ns: int
+    finished_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionError(Message):
+    kind: ClassVar[str] = "error"
+    type: str
+    message: str
+    line: int | None
+    traceback: str
+    at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Summary(Message):
+    """The terminal event of every session: a client stops reading after it."""
+
+    kind: ClassVar[str] = "summary"
+    status: SessionStatus
+    gate: Gate
+    submitted_ns: int
+    finished_ns: int
+    stdout: str
+    error: dict[str, Any] | None = None
+    first_token_ns: int | None = None
+    generation_end_ns: int | None = None
+    execution_end_ns: int | None = None
+    execution_busy_s: float = 0.0
+    chunks: int = 0
+    batches: int = 0
+    finish_reason: str | None = None
+    tokens: int | None = None
+    detail: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", SessionStatus(self.status))
+        object.__setattr__(self, "gate", Gate(self.gate))
+
+    @property
+    def e2e_s(self) -> float:
+        """Request to the last execution result (or to the end, if nothing ran)."""
+        end = self.execution_end_ns or self.finished_ns
+        return (end - self.submitted_ns) / 1e9
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_ns is None else (self.first_token_ns - self.submitted_ns) / 1e9
+
+    @property
+    def generation_s(self) -> float | None:
+        return None if self.generation_end_ns is None else (self.generation_end_ns - self.submitted_ns) / 1e9
+
+    @property
+    def non_overlapped_s(self) -> float | None:
+        """Execution time left after generation ended: what eager hides and serial pays in full."""
+        if self.generation_end_ns is None or self.execution_end_ns is None:
+            return None
+        return max(0.0, (self.execution_end_ns - self.generation_end_ns) / 1e9)
+
+    def report(self) -> dict[str, Any]:
+        """The summary as users read it: raw fields plus the derived latencies."""
+        return {
+            **to_data(self),
+            "e2e_s": self.e2e_s,
+            "ttft_s": self.ttft_s,
+            "generation_s": self.generation_s,
+            "non_overlapped_s": self.non_overlapped_s,
+        }
+
+
+_KINDS: dict[str, type[Message]] = {
+    cls.kind: cls
+    for cls in (
+        SessionRequest, Delta, GenerationEnd, ChunkReady, CodeInvalid, DetectionEnd, Cancel,
+        SessionStarted, BatchStarted, Output, BatchFinished, ExecutionError, Summary,
+    )
+}
+
+
+def to_data(message: Message) -> dict[str, Any]:
+    """The message's fields as JSON-ready data, with its kind."""
+    data = dataclasses.asdict(message)  # type: ignore[call-overload]
+    data["kind"] = message.kind
+    return data
+
+
+def _from_data(cls: type[Message], data: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    try:
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"bad {cls.kind} message: {exc}") from exc
+
+
+def encode(message: Message) -> dict[str, str]:
+    """Stream fields: the version and kind stay readable in redis-cli; the body is JSON."""
+    body = {k: v for k, v in to_data(message).items() if k != "kind"}
+    return {"v": str(SCHEMA_VERSION), "kind": message.kind, "data": json.dumps(body, separators=(",", ":"))}
+
+
+def decode(fields: dict[str, str] | dict[bytes, bytes]) -> Message:
+    """Read one stream entry; raise ProtocolError for anything not written by this schema."""
+    fields = {(k.decode() if isinstance(k, bytes) else k): (v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
+              for k, v in fields.items()}
+    version = fields.get("v")
+    if version != str(SCHEMA_VERSION):
+        raise ProtocolError(f"unsupported schema version {version!r} (this build speaks {SCHEMA_VERSION})")
+    cls = _KINDS.get(fields.get("kind", ""))
+    if cls is None:
+        raise ProtocolError(f"unknown message kind {fields.get('kind')!r}")
+    try:
+        data = json.loads(fields["data"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"bad {cls.kind} body: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError(f"bad {cls.kind} body: not an object")
+    return _from_data(cls, data)
+
+
+
+def recover_session_id(fields: dict[str, str]) -> str | None:
+    """The session id of a message that failed to decode, so its session can still be ended cleanly."""
+    try:
+        data = json.loads(fields.get("data", ""))
+        return check_session_id(data["session_id"])
+    except (ValueError, TypeError, KeyError, ProtocolError):
+        return None

@@ -1,0 +1,127 @@
+"""The detector process: follow each session's token stream, publish chunks the moment they are final.
+
+All the judgement is in the pure core (`detector.core.Detector`); this shell only moves
+deltas in and chunks out, and relays how generation ended so the executor learns it from
+the one stream it reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio
+
+from common.clock import now_ns
+from common.config import Settings
+from common.connection import connect_async
+from common.consumer import serve_requests
+from common.protocol import (
+    DETECTOR_GROUP,
+    ChunkReady,
+    CodeInvalid,
+    CodeStatus,
+    Delta,
+    DetectionEnd,
+    FinishReason,
+    GenerationEnd,
+    Keys,
+    Message,
+    SessionRequest,
+)
+from common.streams import decode_entries, publish_async
+from detector import _events as events
+from detector.core import NEED_DATA, Detector
+
+
+class SessionDetection:
+    """Turns one session's deltas into chunk-stream messages; no I/O, so the shell stays thin."""
+
+    def __init__(self, raw: bool) -> None:
+        self.detector = Detector(raw=raw)
+        self.received_chars = 0
+        self.chunks = 0
+        self.invalid = False
+
+    def receive(self, message: Message) -> list[Message]:
+        if isinstance(message, Delta):
+            self.detector.receive_data(message.text)
+            self.received_chars += len(message.text)
+            return self._drain(message.at_ns)
+        if isinstance(message, GenerationEnd):
+            out: list[Message] = []
+            if message.finish_reason in (FinishReason.STOP, FinishReason.LENGTH):
+                self.detector.receive_eof()
+                out = self._drain(message.at_ns)
+            return [*out, DetectionEnd(self._status(message), self.chunks, message, now_ns())]
+        raise ValueError(f"unexpected {message.kind} on a token stream")
+
+    def _status(self, end: GenerationEnd) -> CodeStatus:
+        if self.invalid:
+            return CodeStatus.INVALID
+        if end.finish_reason is FinishReason.ERROR:
+            return CodeStatus.GENERATION_FAILED
+        if end.finish_reason is FinishReason.CANCELLED:
+            return CodeStatus.CANCELLED
+        return CodeStatus.COMPLETE if self.chunks else CodeStatus.NO_CODE
+
+    def _drain(self, delta_ns: int) -> list[Message]:
+        out: list[Message] = []
+        while (event := self.detector.next_event()) is not NEED_DATA:
+            if isinstance(event, events.Chunk):
+                self.chunks += 1
+                out.append(ChunkReady(event.seq, event.start_line, event.end_line, event.code, event.emitted_at,
+                                      delta_ns, now_ns()))
+            elif isinstance(event, events.CodeInvalid):
+                self.invalid = True
+                out.append(CodeInvalid(event.line, event.message, now_ns()))
+        return out
+
+
+async def follow(client: redis.asyncio.Redis, keys: Keys, settings: Settings, request: SessionRequest) -> None:
+    session_id = request.session_id
+    detection = SessionDetection(raw=request.raw)
+    cursor = "0-0"
+    deadline_ns = request.submitted_ns + int(settings.session_timeout_s * 1e9)
+    while True:
+        block_ms = max(1, (deadline_ns - now_ns()) // 1_000_000)
+        response = await client.xread({keys.tokens(session_id): cursor}, count=512, block=block_ms)
+        if not response:
+            # The producer owns the session deadline; if it is silent past it, the producer is gone.
+            end = GenerationEnd(finish_reason=FinishReason.ERROR, at_ns=now_ns(), tokens=0,
+                                error="no end of generation before the session deadline (producer lost?)")
+            await publish_async(client, keys.chunks(session_id), detection.receive(end), settings.key_ttl_s)
+            return
+        out: list[Message] = []
+        finished = False
+        for _, entry_id, message in decode_entries(response):
+            cursor = entry_id
+            out.extend(detection.receive(message))
+            finished = isinstance(message, GenerationEnd)
+            if finished:
+                break
+        if out:
+            await publish_async(client, keys.chunks(session_id), out, settings.key_ttl_s)
+        if finished:
+            return
+
+
+async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    keys = Keys(settings.namespace)
+    client = connect_async(settings)
+
+    async def handle(request: SessionRequest) -> None:
+        await follow(client, keys, settings, request)
+
+    async def reject(session_id: str, why: str) -> None:
+        end = GenerationEnd(finish_reason=FinishReason.ERROR, at_ns=now_ns(), tokens=0, error=why)
+        message = DetectionEnd(CodeStatus.REJECTED, 0, end, now_ns())
+        await publish_async(client, keys.chunks(session_id), [message], settings.key_ttl_s)
+
+    try:
+        await serve_requests(settings, "detector", DETECTOR_GROUP, handle, reject, stop)
+    finally:
+        await client.aclose()
+
+
+def serve(settings: Settings) -> None:
+    asyncio.run(run(settings))

@@ -1,0 +1,3 @@
+from eager.cli import main
+
+main()

@@ -1,0 +1,281 @@
+"""The `eager` command line: run a session, chunk a file, serve a replay model, run a stage."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from common.config import Settings
+from common.connection import RedisUnavailable
+from common.protocol import (
+    BatchStarted,
+    ChunkReady,
+    Delta,
+    ExecutionError,
+    Gate,
+    Message,
+    Output,
+    ProtocolError,
+    SessionStarted,
+    Summary,
+    to_data,
+)
+from eager.client import Client
+from eager.stack import LocalStack, StackError
+
+REPLAY_MODEL = "replay"
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="log what the stages do")
+def main(verbose: bool) -> None:
+    """Eager: run LLM-written Python while the model is still writing it."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _speed_options(command):  # type: ignore[no-untyped-def]
+    command = click.option("--seed", default=0, show_default=True, help="jitter seed (same seed, same timing)")(command)
+    command = click.option("--jitter", default=0.0, show_default=True, help="relative jitter of token gaps")(command)
+    command = click.option("--tps", default=50.0, show_default=True, help="replay tokens per second")(command)
+    command = click.option("--ttft", default=0.3, show_default=True, help="replay time to first token, seconds")(command)
+    return command
+
+
+@contextlib.contextmanager
+def _replay(answer: str | None, ttft: float, tps: float, jitter: float, seed: int) -> Iterator[Settings]:
+    """Settings for a run; with an answer, a replay model serves it and the stages use a namespace of their own
+    (a shared stack's producer is configured for its own model, not for this replay)."""
+    settings = _settings()
+    if answer is None:
+        yield settings
+        return
+    from eager.replay import ReplayServer, SpeedProfile
+
+    profile = SpeedProfile(ttft_s=ttft, tokens_per_s=tps, jitter=jitter, seed=seed)
+    with ReplayServer({REPLAY_MODEL: answer}, profile) as server:
+        yield dataclasses.replace(settings, model_base_url=server.base_url, model=REPLAY_MODEL,
+                                  namespace=f"{settings.namespace}-replay-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def _stack(settings: Settings, executors: int = 1) -> Iterator[Settings]:
+    try:
+        with LocalStack(settings, executors=executors) as ready:
+            yield ready
+    except (RedisUnavailable, StackError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _print_event(message: Message, at_line_start: list[bool]) -> None:
+    """Human output: the answer as it streams, each batch's output set off beside it."""
+    def line_break() -> None:
+        if not at_line_start[0]:
+            click.echo()
+            at_line_start[0] = True
+
+    if isinstance(message, Delta):
+        click.echo(message.text, nl=False)
+        at_line_start[0] = message.text.endswith("\n")
+    elif isinstance(message, BatchStarted):
+        line_break()
+        click.secho(f"  ▶ running lines {message.start_line}-{message.end_line}", fg="cyan", err=True)
+    elif isinstance(message, Output):
+        line_break()
+        for line in message.text.splitlines():
+            click.secho(f"  │ {line}", fg="green" if message.stream == "stdout" else "yellow")
+    elif isinstance(message, ExecutionError):
+        line_break()
+        click.secho(f"  ✗ {message.type} at line {message.line}: {message.message}", fg="red", bold=True)
+    elif isinstance(message, Summary):
+        line_break()
+        _print_summary(message)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:8.3f} s"
+
+
+def _print_summary(summary: Summary) -> None:
+    click.secho(f"\nsession {summary.status.value} (gate {summary.gate.value})", bold=True)
+    if summary.detail:
+        click.echo(f"  {summary.detail}")
+    rows = [
+        ("time to first token", summary.ttft_s),
+        ("generation end", summary.generation_s),
+        ("execution end", None if summary.execution_end_ns is None
+         else (summary.execution_end_ns - summary.submitted_ns) / 1e9),
+        ("non-overlapped execution", summary.non_overlapped_s),
+        ("end-to-end", summary.e2e_s),
+    ]
+    for name, value in rows:
+        click.echo(f"  {name:<26}{_seconds(value)}")
+
+
+def _run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str | None = None,
+             raw_prompt: str | None = None, model: str | None = None) -> Summary:
+    with Client(settings) as client:
+        if raw_prompt is not None:
+            session = client.submit(prompt=raw_prompt, model=model, gate=gate)
+        else:
+            session = client.submit(messages=[{"role": "user", "content": prompt or "replay"}], model=model, gate=gate)
+        at_line_start = [True]
+        for message in session.events():
+            if as_json:
+                data = message.report() if isinstance(message, Summary) else to_data(message)
+                click.echo(json.dumps(data))
+            elif not isinstance(message, (ChunkReady, SessionStarted)):
+                _print_event(message, at_line_start)
+        assert session.summary is not None
+        return session.summary
+
+
+@main.command()
+@click.argument("prompt", required=False)
+@click.option("--replay", "replay_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="replay this recorded answer instead of asking a model")
+@click.option("--gate", type=click.Choice([g.value for g in Gate]), default=Gate.EAGER.value, show_default=True)
+@click.option("--raw", is_flag=True, help="completion model: the prompt is continued with bare code")
+@click.option("--model", help="model name (default: EAGER_MODEL)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per event; the last is the summary")
+@_speed_options
+def run(prompt: str | None, replay_file: Path | None, gate: str, raw: bool, model: str | None, as_json: bool,
+        ttft: float, tps: float, jitter: float, seed: int) -> None:
+    """Generate code for PROMPT (or replay a recorded answer) and execute it as it is written."""
+    if (prompt is None) == (replay_file is None):
+        raise click.UsageError("give a PROMPT or --replay FILE (one of them)")
+    answer = replay_file.read_text() if replay_file else None
+    with _replay(answer, ttft, tps, jitter, seed) as settings, _stack(settings) as ready:
+        try:
+            summary = _run_one(ready, Gate(gate), as_json, prompt=None if raw else prompt,
+                               raw_prompt=prompt if raw else None, model=model)
+        except ProtocolError as exc:
+            raise click.UsageError(str(exc)) from exc
+    sys.exit(0 if summary.status.value == "ok" else 1)
+
+
+@main.command()
+@_speed_options
+def demo(ttft: float, tps: float, jitter: float, seed: int) -> None:
+    """Replay the bundled example answer through the whole stack, serial then eager, and compare."""
+    answer = resources.files("eager").joinpath("examples/answer.md").read_text()
+    results: dict[Gate, Summary] = {}
+    with _replay(answer, ttft, tps, jitter, seed) as settings, _stack(settings) as ready:
+        for gate in (Gate.SERIAL, Gate.EAGER):
+            click.secho(f"\n=== gate {gate.value} ===", bold=True)
+            results[gate] = _run_one(ready, gate, as_json=False)
+    serial, eager = results[Gate.SERIAL], results[Gate.EAGER]
+    click.secho("\n=== eager vs serial (same replay) ===", bold=True)
+    click.echo(f"  {'':<26}{'serial':>10}{'eager':>10}")
+    for name, s, e in [("end-to-end", serial.e2e_s, eager.e2e_s),
+                       ("non-overlapped execution", serial.non_overlapped_s, eager.non_overlapped_s)]:
+        click.echo(f"  {name:<26}{s:>9.3f}s{e:>9.3f}s")
+    click.echo(f"  same output: {'yes' if serial.stdout == eager.stdout else 'NO'}; "
+               f"end-to-end eager/serial = {eager.e2e_s / serial.e2e_s:.2f}")
+
+
+@main.command()
+@click.option("--deltas", "deltas_file", type=click.File("r"), required=True,
+              help="one JSON string per line: the answer's deltas in order")
+@click.option("--raw", is_flag=True, help="the answer is bare code (completion model), not markdown")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per chunk")
+def chunk(deltas_file, raw: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    """Run the pure detector over recorded deltas and print the chunks it emits."""
+    from detector import _events as events
+    from detector.core import NEED_DATA, Detector
+
+    detector = Detector(raw=raw)
+
+    def drain() -> None:
+        while (event := detector.next_event()) is not NEED_DATA:
+            if isinstance(event, events.Chunk):
+                if as_json:
+                    click.echo(json.dumps(dataclasses.asdict(event)))
+                else:
+                    click.secho(f"--- chunk {event.seq}: lines {event.start_line}-{event.end_line} "
+                                f"(emitted at char {event.emitted_at})", fg="cyan")
+                    click.echo(event.code, nl=False)
+            elif isinstance(event, events.CodeInvalid):
+                click.secho(f"syntax error at line {event.line}: {event.message}", fg="red", err=True)
+                sys.exit(1)
+
+    for number, line in enumerate(deltas_file, 1):
+        if not line.strip():
+            continue
+        try:
+            delta = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise click.UsageError(f"line {number} of the deltas file is not JSON: {exc}") from exc
+        if not isinstance(delta, str):
+            raise click.UsageError(f"line {number} of the deltas file is not a JSON string")
+        detector.receive_data(delta)
+        drain()
+    detector.receive_eof()
+    drain()
+
+
+@main.command("replay-server")
+@click.option("--answer", "answers", multiple=True, required=True,
+              help="NAME=FILE (or FILE, named by its stem); the request's model picks the answer")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8081, show_default=True)
+@_speed_options
+def replay_server(answers: tuple[str, ...], host: str, port: int, ttft: float, tps: float, jitter: float,
+                  seed: int) -> None:
+    """Serve recorded answers as an OpenAI-compatible streaming model."""
+    from eager.replay import SpeedProfile, run_server
+
+    named: dict[str, str] = {}
+    for spec in answers:
+        name, _, path = spec.rpartition("=")
+        named[name or Path(path).stem] = Path(path).read_text()
+    run_server(named, SpeedProfile(ttft_s=ttft, tokens_per_s=tps, jitter=jitter, seed=seed), host=host, port=port,
+               on_ready=lambda url: click.echo(f"replay model serving {', '.join(named)} at {url}"))
+
+
+@main.command()
+def producer() -> None:
+    """Run a producer: call the model for each session and publish its deltas."""
+    from producer.worker import serve
+
+    serve(_settings())
+
+
+@main.command()
+def detector() -> None:
+    """Run a detector: turn each session's deltas into chunks."""
+    from detector.worker import serve
+
+    serve(_settings())
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="exit when the queue is empty")
+def executor(burst: bool) -> None:
+    """Run an executor: an RQ worker that executes sessions' chunks in sandboxed interpreters."""
+    from executor_pool.worker import serve
+
+    serve(_settings(), burst=burst)
+
+
+@main.command()
+def config() -> None:
+    """Print every setting, its environment variable and default."""
+    for env, default, doc in Settings.table():
+        click.echo(f"{env:<48} {default:<32} {doc}")

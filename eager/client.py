@@ -1,0 +1,110 @@
+"""The public client: submit a session, iterate its events, get its summary.
+
+Submitting enqueues the executor job first, then publishes the request, so the
+executor's fork and interpreter start overlap the model's time to first token.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+from rq import Queue
+
+from common.clock import now_ns
+from common.config import Settings
+from common.connection import connect
+from common.protocol import Cancel, Gate, Keys, Message, SessionRequest, SessionStatus, Summary, encode
+from common.streams import decode_entries, publish
+
+# How long past the session timeout a client waits for the executor's terminal event.
+TERMINAL_GRACE_S = 15.0
+
+
+class Session:
+    def __init__(self, client: Client, request: SessionRequest) -> None:
+        self._client = client
+        self.request = request
+        self.summary: Summary | None = None
+
+    @property
+    def id(self) -> str:
+        return self.request.session_id
+
+    def events(self, tokens: bool = True) -> Iterator[Message]:
+        """Every event of the session in arrival order (deltas, chunks, batches, output, errors), ending
+        with its Summary. If none arrives in time, a TIMEOUT summary is made here: the caller always
+        gets a terminal event."""
+        keys, redis = self._client.keys, self._client.redis
+        streams = [keys.chunks(self.id), keys.events(self.id)] + ([keys.tokens(self.id)] if tokens else [])
+        cursors = {key: "0-0" for key in streams}
+        deadline_ns = self.request.submitted_ns + int((self._client.settings.session_timeout_s + TERMINAL_GRACE_S) * 1e9)
+        while True:
+            block_ms = (deadline_ns - now_ns()) // 1_000_000
+            if block_ms <= 0:
+                self.summary = Summary(
+                    status=SessionStatus.TIMEOUT, gate=self.request.gate, submitted_ns=self.request.submitted_ns,
+                    finished_ns=now_ns(), stdout="", detail="no terminal event from the executor in time",
+                )
+                yield self.summary
+                return
+            for key, entry_id, message in decode_entries(redis.xread(cursors, count=512, block=min(block_ms, 1000))):
+                cursors[key] = entry_id
+                yield message
+                if isinstance(message, Summary):
+                    self.summary = message
+                    return
+
+    def result(self) -> Summary:
+        """Wait for the end of the session."""
+        if self.summary is None:
+            for _ in self.events(tokens=False):
+                pass
+        assert self.summary is not None
+        return self.summary
+
+    def cancel(self, reason: str = "cancelled by client") -> None:
+        publish(self._client.redis, self._client.keys.cancel(self.id), Cancel(reason, "client", now_ns()),
+                self._client.settings.key_ttl_s)
+
+
+class Client:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.keys = Keys(self.settings.namespace)
+        self.redis = connect(self.settings)
+        self._queue = Queue(self.keys.executor_queue, connection=connect(self.settings, decode=False))
+
+    def submit(
+        self,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        prompt: str | None = None,
+        model: str | None = None,
+        gate: Gate | str = Gate.EAGER,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Session:
+        """Start a session; raises ProtocolError (a ValueError) for a malformed request, before anything is sent."""
+        request = SessionRequest(
+            session_id=uuid.uuid4().hex, model=model or self.settings.model, submitted_ns=now_ns(), gate=Gate(gate),
+            messages=messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
+        )
+        self._queue.enqueue(
+            "executor_pool.session.run_session", request.session_id, request.gate.value, request.submitted_ns,
+            job_id=self.keys.executor_job_id(request.session_id),
+            job_timeout=int(self.settings.session_timeout_s + 60),
+            result_ttl=self.settings.key_ttl_s, failure_ttl=self.settings.key_ttl_s, ttl=self.settings.key_ttl_s,
+        )
+        self.redis.xadd(self.keys.requests, encode(request), maxlen=100_000, approximate=True)
+        return Session(self, request)
+
+    def close(self) -> None:
+        self.redis.close()
+        self._queue.connection.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

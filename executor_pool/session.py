@@ -1,0 +1,214 @@
+"""One session's execution: the RQ job that feeds its chunks through the gate into one interpreter.
+
+The job is enqueued when the session is submitted, so the work-horse fork and the
+interpreter start are paid while the model is still on its first token. Errors of the
+generated code are results (a terminal Summary), never a failed job; the job fails only
+if the executor itself breaks, and even then it publishes a terminal Summary first.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass, field
+
+import redis
+
+from common.clock import now_ns
+from common.config import Settings
+from common.connection import connect
+from common.protocol import (
+    BatchFinished,
+    BatchStarted,
+    Cancel,
+    CodeStatus,
+    ExecutionError,
+    Gate,
+    Keys,
+    Message,
+    Output,
+    ProtocolError,
+    SessionStarted,
+    SessionStatus,
+    Summary,
+)
+from common.streams import decode_entries, publish
+from executor_pool.gate import Batch, GateError, GateState
+from executor_pool.interpreter import BatchTimeout, CodeError, Interpreter, InterpreterDied
+
+log = logging.getLogger(__name__)
+
+_END_STATUS = {
+    CodeStatus.COMPLETE: SessionStatus.OK,
+    CodeStatus.NO_CODE: SessionStatus.NO_CODE,
+    CodeStatus.GENERATION_FAILED: SessionStatus.MODEL_ERROR,
+    CodeStatus.CANCELLED: SessionStatus.CANCELLED,
+    CodeStatus.REJECTED: SessionStatus.REJECTED,
+}
+
+
+def run_session(session_id: str, gate: str, submitted_ns: int) -> str:
+    """The RQ job function; returns the terminal status."""
+    settings = Settings.from_env()
+    runner = SessionRunner(connect(settings), Keys(settings.namespace), settings, session_id, Gate(gate), submitted_ns)
+    return runner.run().value
+
+
+@dataclass
+class _Stop:
+    status: SessionStatus
+    error: dict | None = None
+    detail: str | None = None
+
+
+@dataclass
+class SessionRunner:
+    client: redis.Redis
+    keys: Keys
+    settings: Settings
+    session_id: str
+    policy: Gate
+    submitted_ns: int
+    gate: GateState = field(init=False)
+    _cursors: dict[str, str] = field(init=False)
+    _stdout: list[str] = field(default_factory=list)
+    _execution_end_ns: int | None = None
+    _busy_ns: int = 0
+    _cancel: Cancel | None = None
+
+    def __post_init__(self) -> None:
+        self.gate = GateState(self.policy)
+        self._cursors = {self.keys.chunks(self.session_id): "0-0", self.keys.cancel(self.session_id): "0-0"}
+
+    @property
+    def _deadline_ns(self) -> int:
+        return self.submitted_ns + int(self.settings.session_timeout_s * 1e9)
+
+    def _publish(self, message: Message) -> None:
+        publish(self.client, self.keys.events(self.session_id), message, self.settings.key_ttl_s)
+
+    def run(self) -> SessionStatus:
+        interpreter = Interpreter(python=self.settings.interpreter_python)
+        try:
+            interpreter.start()
+            self._publish(SessionStarted(socket.gethostname(), interpreter.pid, self.policy, now_ns()))
+            stop = self._execute(interpreter)
+        except (redis.RedisError, ProtocolError, GateError, OSError) as exc:
+            log.exception("session %s failed in the executor", self.session_id)
+            stop = _Stop(SessionStatus.FAILED, detail=f"executor failure: {exc!r}")
+        finally:
+            interpreter.close()
+        summary = self._finish(stop)
+        return summary.status
+
+    def _execute(self, interpreter: Interpreter) -> _Stop:
+        while True:
+            batch = self.gate.next_batch()
+            if batch is not None:
+                stop = self._run_batch(interpreter, batch)
+                if stop is not None:
+                    return stop
+                self._read(block_ms=None)
+                continue
+            if self.gate.invalid is not None:
+                invalid = self.gate.invalid
+                return _Stop(SessionStatus.SYNTAX_ERROR, _error_dict("SyntaxError", invalid.message, invalid.line, ""))
+            if self.gate.end is not None:
+                status = _END_STATUS[self.gate.end.status]
+                return _Stop(status, detail=self.gate.end.generation.error)
+            if self._cancel is not None:
+                return _Stop(SessionStatus.CANCELLED, detail=f"cancelled by {self._cancel.by}: {self._cancel.reason}")
+            remaining_ms = (self._deadline_ns - now_ns()) // 1_000_000
+            if remaining_ms <= 0:
+                return _Stop(SessionStatus.TIMEOUT, detail=f"session exceeded {self.settings.session_timeout_s} s")
+            self._read(block_ms=min(remaining_ms, 1000))
+
+    def _read(self, block_ms: int | None) -> None:
+        """Take whatever arrived on the chunk and cancel streams (one XREAD: same hash slot)."""
+        response = self.client.xread(self._cursors, count=1000, block=block_ms)
+        for key, entry_id, message in decode_entries(response):
+            self._cursors[key] = entry_id
+            if isinstance(message, Cancel):
+                self._cancel = message
+            else:
+                self.gate.receive(message)
+
+    def _run_batch(self, interpreter: Interpreter, batch: Batch) -> _Stop | None:
+        chunks = batch.chunks
+        self._publish(BatchStarted(batch.number, chunks[0].seq, chunks[-1].seq, batch.first_line, batch.last_line, now_ns()))
+
+        def on_output(stream: str, text: str) -> None:
+            if stream == "stdout":
+                self._stdout.append(text)
+            self._publish(Output(batch.number, stream, text, now_ns()))
+
+        remaining_s = (self._deadline_ns - now_ns()) / 1e9
+        timeout = min(self.settings.batch_timeout_s, max(remaining_s, 0.001))
+        try:
+            result = interpreter.run(batch.code, batch.first_line, on_output, timeout=timeout)
+        except BatchTimeout:
+            return _Stop(SessionStatus.TIMEOUT, detail=f"batch {batch.number} ran longer than {timeout:.3f} s")
+        except InterpreterDied as exc:
+            return _Stop(SessionStatus.INTERPRETER_DIED, detail=str(exc))
+        self._publish(BatchFinished(batch.number, result.ok, result.started_ns, result.finished_ns))
+        self._execution_end_ns = result.finished_ns
+        self._busy_ns += result.finished_ns - result.started_ns
+        if result.error is None:
+            return None
+        status = SessionStatus.EXITED if result.error.type == "SystemExit" else SessionStatus.ERROR
+        return _Stop(status, _error_of(result.error))
+
+    def _finish(self, stop: _Stop) -> Summary:
+        """Stop the model if it is still writing, report the error, then the terminal summary."""
+        if stop.status is not SessionStatus.OK and self.gate.end is None and self._cancel is None:
+            self._safely(lambda: publish(
+                self.client, self.keys.cancel(self.session_id), Cancel(stop.status.value, "executor", now_ns()),
+                self.settings.key_ttl_s,
+            ))
+            self._safely(self._await_generation_end)
+        if stop.error is not None:
+            self._safely(lambda: self._publish(ExecutionError(**stop.error, at_ns=now_ns())))
+        end = self.gate.end
+        generation = end.generation if end is not None else None
+        summary = Summary(
+            status=stop.status,
+            gate=self.policy,
+            submitted_ns=self.submitted_ns,
+            finished_ns=now_ns(),
+            stdout="".join(self._stdout),
+            error=stop.error,
+            first_token_ns=generation.first_token_ns if generation else None,
+            generation_end_ns=generation.at_ns if generation else None,
+            execution_end_ns=self._execution_end_ns,
+            execution_busy_s=self._busy_ns / 1e9,
+            chunks=self.gate.chunks_received,
+            batches=self.gate.batches,
+            finish_reason=generation.finish_reason.value if generation else None,
+            tokens=generation.tokens if generation else None,
+            detail=stop.detail,
+        )
+        self._safely(lambda: self._publish(summary))
+        return summary
+
+    def _await_generation_end(self) -> None:
+        """After a cancel the model stops within milliseconds; wait briefly to report what it cost."""
+        deadline = now_ns() + int(self.settings.cancel_wait_s * 1e9)
+        while self.gate.end is None:
+            remaining_ms = (deadline - now_ns()) // 1_000_000
+            if remaining_ms <= 0:
+                return
+            self._read(block_ms=remaining_ms)
+
+    def _safely(self, action) -> None:  # type: ignore[no-untyped-def]
+        try:
+            action()
+        except (redis.RedisError, ProtocolError, GateError):
+            log.exception("session %s: could not publish", self.session_id)
+
+
+def _error_dict(type_: str, message: str, line: int | None, traceback: str) -> dict:
+    return {"type": type_, "message": message, "line": line, "traceback": traceback}
+
+
+def _error_of(error: CodeError) -> dict:
+    return _error_dict(error.type, error.message, error.line, error.traceback)

@@ -1,0 +1,135 @@
+"""One session's generation: stream the model, publish every delta, stop the moment a cancel arrives.
+
+Generation runs as an asyncio task beside a task blocked on the session's cancel
+stream. A cancel cancels the generation task, which interrupts whatever await it is in
+(even a read on a socket that has no token coming) and closes the HTTP response, so
+the model server sees the disconnect at once instead of at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import httpx
+import openai
+import redis.asyncio
+
+from common.clock import now_ns
+from common.config import Settings
+from common.protocol import Cancel, Delta, FinishReason, GenerationEnd, Keys, SessionRequest
+from common.streams import decode_entries, publish_async
+
+log = logging.getLogger(__name__)
+
+
+def model_client(settings: Settings) -> openai.AsyncOpenAI:
+    """No retries: a retry would replay tokens the detector already has."""
+    timeout = httpx.Timeout(settings.model_timeout_s, connect=min(5.0, settings.model_timeout_s))
+    return openai.AsyncOpenAI(
+        base_url=settings.model_base_url, api_key=settings.model_api_key, timeout=timeout, max_retries=0
+    )
+
+
+@dataclass
+class Generation:
+    redis: redis.asyncio.Redis
+    model: openai.AsyncOpenAI
+    keys: Keys
+    settings: Settings
+    request: SessionRequest
+    tokens: int = 0
+    first_token_ns: int | None = None
+    finish_reason: FinishReason = FinishReason.STOP
+    usage: dict | None = None
+    completion_id: str | None = None
+
+    async def run(self) -> GenerationEnd:
+        """Generate to the end, to a cancel, to an error or to the session deadline; publish the end marker."""
+        stream_task = asyncio.create_task(self._stream())
+        cancel_task = asyncio.create_task(self._await_cancel())
+        remaining = self.request.submitted_ns / 1e9 + self.settings.session_timeout_s - now_ns() / 1e9
+        done, _ = await asyncio.wait({stream_task, cancel_task}, timeout=max(remaining, 0.0),
+                                     return_when=asyncio.FIRST_COMPLETED)
+        error: str | None = None
+        cancel_latency_s: float | None = None
+        if stream_task in done:
+            cancel_task.cancel()
+            error = stream_task.result()
+        else:
+            stream_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stream_task
+            if cancel_task in done:
+                cancel = cancel_task.result()
+                self.finish_reason = FinishReason.CANCELLED
+                cancel_latency_s = (now_ns() - cancel.at_ns) / 1e9
+                log.info("session %s cancelled by %s after %d tokens (%.1f ms to close)",
+                         self.request.session_id, cancel.by, self.tokens, cancel_latency_s * 1e3)
+            else:
+                cancel_task.cancel()
+                error = f"session exceeded {self.settings.session_timeout_s} s during generation"
+        with contextlib.suppress(asyncio.CancelledError):
+            await cancel_task
+        if error is not None:
+            self.finish_reason = FinishReason.ERROR
+        end = GenerationEnd(
+            finish_reason=self.finish_reason, at_ns=now_ns(), tokens=self.tokens, first_token_ns=self.first_token_ns,
+            usage=self.usage, completion_id=self.completion_id, error=error, cancel_latency_s=cancel_latency_s,
+        )
+        await publish_async(self.redis, self.keys.tokens(self.request.session_id), [end], self.settings.key_ttl_s)
+        return end
+
+    async def _await_cancel(self) -> Cancel:
+        key, cursor = self.keys.cancel(self.request.session_id), "0-0"
+        while True:
+            for _, entry_id, message in decode_entries(await self.redis.xread({key: cursor}, count=1, block=0)):
+                cursor = entry_id
+                if isinstance(message, Cancel):
+                    return message
+
+    async def _open(self):  # type: ignore[no-untyped-def]
+        request = self.request
+        common = {"model": request.model, "stream": True, "max_tokens": request.max_tokens,
+                  "temperature": request.temperature, "stream_options": {"include_usage": True}}
+        common = {k: v for k, v in common.items() if v is not None}
+        if request.messages is not None:
+            return await self.model.chat.completions.create(messages=request.messages, **common)
+        return await self.model.completions.create(prompt=request.prompt, **common)
+
+    async def _stream(self) -> str | None:
+        """Publish deltas as they arrive; return an error message, or None when the model finished."""
+        try:
+            stream = await self._open()
+            try:
+                async for event in stream:
+                    await self._receive(event)
+            finally:
+                await stream.close()
+        except openai.APIStatusError as exc:
+            return f"model endpoint answered HTTP {exc.status_code}: {exc.message}"
+        except openai.APITimeoutError:
+            return f"model endpoint {self.settings.model_base_url} sent nothing for {self.settings.model_timeout_s} s"
+        except openai.APIConnectionError as exc:
+            return f"model endpoint {self.settings.model_base_url} unreachable: {exc.__cause__ or exc}"
+        except openai.OpenAIError as exc:
+            return f"model endpoint failed: {exc}"
+        return None
+
+    async def _receive(self, event) -> None:  # type: ignore[no-untyped-def]
+        self.completion_id = self.completion_id or getattr(event, "id", None)
+        if getattr(event, "usage", None) is not None:
+            self.usage = event.usage.model_dump()
+        for choice in event.choices:
+            text = choice.delta.content if hasattr(choice, "delta") else choice.text
+            if choice.finish_reason in (FinishReason.STOP, FinishReason.LENGTH):
+                self.finish_reason = FinishReason(choice.finish_reason)
+            if text:
+                at = now_ns()
+                if self.first_token_ns is None:
+                    self.first_token_ns = at
+                self.tokens += 1
+                await publish_async(self.redis, self.keys.tokens(self.request.session_id),
+                                    [Delta(text, at)], self.settings.key_ttl_s)
