@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up this checkout on a fresh Debian machine: system packages, a running Redis, the Python env.
+# Idempotent: what is already there is left alone. Used by the README's main command and by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]} (apt)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python=""
+for candidate in python3.11 python3.12 python3.13 python3; do
+  if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    python=$candidate; break
+  fi
+done
+[ -n "$python" ] || { echo "setup: need Python >= 3.11" >&2; exit 1; }
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+
+redis_up() { .venv/bin/python -c 'import redis,sys; sys.exit(not redis.Redis(socket_connect_timeout=1).ping())' 2>/dev/null; }
+if ! redis_up; then
+  echo "setup: starting redis-server on 127.0.0.1:6379"
+  mkdir -p /tmp/eager-redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /tmp/eager-redis \
+    --logfile /tmp/eager-redis/redis.log
+  for _ in $(seq 50); do redis_up && break; sleep 0.1; done
+  redis_up || { echo "setup: redis-server did not come up" >&2; exit 1; }
+fi
+echo "setup: ready (.venv/bin/eager)"

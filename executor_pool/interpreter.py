@@ -1,0 +1,501 @@
+"""One persistent Python interpreter subprocess, driven batch by batch.
+
+The executor job of a session owns one `Interpreter`: every batch of the generated
+program runs in the same child process, so state carries over as it would in one
+script. The child runs `_runner.py` (standard library only) under a python the
+deployer chooses; this module is the parent side.
+
+Why it is built this way:
+- Output must reach the session while the batch is still running (that is the point
+  of executing early), so the child's stdout/stderr are pipes read here in one
+  `selectors` loop together with the control pipe; no threads, no polling.
+- "Nothing hung": the loop also watches a pidfd of the child, so a segfault, an
+  `os._exit` or a kill is seen at once, even if a grandchild still holds the pipes;
+  a closed stdout only ends that stream; a timeout kills the child.
+- "Nothing leaks": the child dies with its parent (PR_SET_PDEATHSIG, which covers an
+  RQ work-horse killed on timeout, where no `finally` runs), stays in the parent's
+  process group (RQ's stop-job kills that group), and `close()` kills its whole tree
+  and removes its private working directory. If `run()` is left by any exception
+  raised in the parent (for example RQ's JobTimeoutException from SIGALRM), the
+  child is killed before the exception propagates.
+- The child never sees the parent's environment (API keys, Redis URL): it gets a
+  minimal one.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import psutil
+
+RUNNER = Path(__file__).with_name("_runner.py")
+MAX_FRAME = 1 << 30  # a reply larger than this is a protocol violation
+READ_SIZE = 1 << 16
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before fork: preexec_fn only calls it
+
+OutputCallback = Callable[[str, str], None]
+
+
+class InterpreterError(Exception):
+    """The interpreter, not the program, failed; the Interpreter is unusable after it."""
+
+
+class InterpreterDied(InterpreterError):
+    """The child exited during a batch (segfault, os._exit, killed, broken protocol)."""
+
+    def __init__(self, returncode: int | None, detail: str = "") -> None:
+        self.returncode = returncode
+        if returncode is not None and returncode < 0:
+            try:
+                how = f"killed by {signal.Signals(-returncode).name}"
+            except ValueError:
+                how = f"killed by signal {-returncode}"
+        else:
+            how = f"exited with status {returncode}"
+        super().__init__(f"interpreter {how}" + (f": {detail}" if detail else ""))
+
+
+class BatchTimeout(InterpreterError):
+    """A batch ran longer than its timeout; the child has been killed."""
+
+
+@dataclass(frozen=True)
+class CodeError:
+    """An exception raised by the program (its result, not a failure of ours).
+
+    `line` is a line of the whole generated program: a SyntaxError's own line,
+    otherwise the deepest traceback frame in the program. `traceback` is formatted
+    as running the program as a script would print it, with file name "<eager>".
+    """
+
+    type: str
+    message: str
+    line: int | None
+    traceback: str
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Outcome of one batch; the stamps (time.time_ns, taken in the child) bracket
+    compiling and running it, so they measure execution, not our overhead."""
+
+    ok: bool
+    error: CodeError | None
+    started_ns: int
+    finished_ns: int
+
+
+def default_env(workdir: str) -> dict[str, str]:
+    """The child's environment unless the caller adds to it: nothing inherited."""
+    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
+
+
+def _preexec(parent_pid: int) -> None:
+    """Runs in the child between fork and exec: die with the parent, and close the
+    race where the parent died before the prctl took effect."""
+    if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child and every descendant, then reap the child.
+
+    Descendants are found by walking the tree while the child still exists (once it
+    dies its children are re-parented and out of reach), and are stopped first so
+    they cannot fork new ones between the walk and the kill.
+    """
+    found: dict[int, psutil.Process] = {}
+    if proc.poll() is None:
+        try:
+            root = psutil.Process(proc.pid)
+            for _ in range(5):
+                procs = [root, *root.children(recursive=True)]
+                new = [p for p in procs if p.pid not in found]
+                if not new:
+                    break
+                for p in new:
+                    found[p.pid] = p
+                    try:
+                        p.send_signal(signal.SIGSTOP)
+                    except psutil.Error:
+                        pass
+        except psutil.Error:
+            pass
+    for p in found.values():
+        try:
+            p.kill()  # psutil checks the pid was not reused since it was found
+        except psutil.Error:
+            pass
+    try:
+        proc.kill()
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    others = [p for p in found.values() if p.pid != proc.pid]
+    deadline = time.monotonic() + 1.0
+    while others and time.monotonic() < deadline:
+        # Orphans are reaped by whatever pid 1 is; a zombie is as dead as it gets.
+        others = [p for p in others if _alive(p)]
+        if others:
+            time.sleep(0.002)
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _remove_tree(path: str) -> None:
+    def make_writable_and_retry(func: Any, target: str, _exc: Any) -> None:
+        try:
+            os.chmod(os.path.dirname(target), 0o700)
+            os.chmod(target, 0o700)
+            func(target)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+def _cleanup(proc: subprocess.Popen[bytes] | None, fds: list[int], workdir: str | None) -> None:
+    """Everything close() undoes; also the finalizer if an Interpreter is dropped."""
+    if proc is not None:
+        kill_tree(proc)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fds.clear()
+    if workdir is not None and os.path.isdir(workdir):
+        _remove_tree(workdir)
+
+
+class Interpreter:
+    """A persistent child interpreter that runs one session's program batch by batch.
+
+    Not thread-safe. Call start() on a thread that outlives the interpreter: the
+    kernel's parent-death signal fires when the *thread* that forked the child ends.
+    """
+
+    def __init__(self, python: str = sys.executable, env: dict[str, str] | None = None,
+                 start_timeout: float = 30.0) -> None:
+        self.python = python
+        self.extra_env = dict(env or {})
+        self.start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._workdir: str | None = None
+        self._fds: list[int] = []  # parent ends of the control pipes, and the pidfd
+        self._sel: selectors.BaseSelector | None = None
+        self._req_w = self._rep_r = self._pidfd = -1
+        self._reply_buf = bytearray()
+        self._reply_eof = False
+        self._exited = False
+        self._outputs: dict[int, tuple[str, codecs.IncrementalDecoder]] = {}
+        self._next_id = 0
+        self._dead: InterpreterError | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def workdir(self) -> str | None:
+        return self._workdir
+
+    def _start(self) -> None:
+        self._workdir = tempfile.mkdtemp(prefix="eager-")
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        self._req_w, self._rep_r = req_w, rep_r
+        self._fds = [req_w, rep_r]
+        self._finalizer = weakref.finalize(self, _cleanup, None, self._fds, self._workdir)
+        try:
+            self._proc = subprocess.Popen(
+                [self.python, "-I", "-u", str(RUNNER), str(req_r), str(rep_w)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                cwd=self._workdir, env={**default_env(self._workdir), **self.extra_env},
+                pass_fds=(req_r, rep_w), preexec_fn=lambda parent=os.getpid(): _preexec(parent),
+            )
+        finally:
+            os.close(req_r)
+            os.close(rep_w)
+        self._finalizer.detach()
+        self._finalizer = weakref.finalize(self, _cleanup, self._proc, self._fds, self._workdir)
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        self._sel = selectors.DefaultSelector()
+        for name, stream in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr)):
+            fd = stream.fileno()
+            os.set_blocking(fd, False)
+            self._outputs[fd] = (name, codecs.getincrementaldecoder("utf-8")(errors="replace"))
+            self._sel.register(fd, selectors.EVENT_READ, name)
+        for fd in (req_w, rep_r):
+            os.set_blocking(fd, False)
+        self._sel.register(rep_r, selectors.EVENT_READ, "reply")
+        try:
+            self._pidfd = os.pidfd_open(self._proc.pid)
+            self._fds.append(self._pidfd)
+            self._sel.register(self._pidfd, selectors.EVENT_READ, "exit")
+        except (AttributeError, OSError):
+            self._pidfd = -1  # no pidfd: the loop polls the child instead
+        early: list[str] = []
+
+        def keep(_name: str, text: str) -> None:
+            if sum(map(len, early)) < 4096:
+                early.append(text)
+
+        try:
+            reply = self._exchange(None, keep, time.monotonic() + self.start_timeout, "start")
+        except InterpreterDied as exc:
+            raise InterpreterDied(exc.returncode, "".join(early).strip()[-2000:] or "at start") from None
+        if reply.get("op") != "ready":
+            self._fail(InterpreterDied(self._proc.poll(), f"unexpected first message {reply!r:.200}"))
+
+    def start(self) -> None:
+        """Spawn the child and return once it reported ready. On failure nothing is
+        left behind (`with Interpreter() as it:` does not call close() then)."""
+        if self._proc is not None or self._finalizer is not None:
+            raise RuntimeError("Interpreter.start() called twice")
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Kill the child's whole process tree and remove its working directory.
+        Idempotent; safe in `finally`."""
+        if self._sel is not None:
+            self._sel.close()
+            self._sel = None
+        if self._finalizer is not None:
+            self._finalizer()
+        if self._dead is None:
+            self._dead = InterpreterError("interpreter closed")
+
+    def __enter__(self) -> Interpreter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- running -----------------------------------------------------------------
+
+    def run(self, code: str, first_line: int, on_output: OutputCallback,
+            timeout: float | None = None) -> BatchResult:
+        """Run one batch (complete top-level statements starting at program line
+        `first_line`) in the persistent globals; stream its output to
+        on_output(stream, text) as it is produced. Every byte written before the
+        batch ended has been passed to on_output when this returns. Raises
+        InterpreterDied / BatchTimeout when the child, not the program, fails.
+        Output that background threads or processes wrote between batches is
+        delivered during the next run()."""
+        if self._dead is not None:
+            rc = self._proc.returncode if self._proc is not None else None
+            raise InterpreterDied(rc, f"unusable after: {self._dead}")
+        if self._proc is None:
+            raise RuntimeError("Interpreter.run() before start()")
+        if first_line < 1:
+            raise ValueError("first_line is 1-based")
+        self._next_id += 1
+        request = {"op": "run", "id": self._next_id, "code": code, "first_line": first_line}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reply = self._exchange(request, on_output, deadline, "run")
+        try:
+            if reply["op"] != "done" or reply["id"] != self._next_id:
+                raise ValueError("not the answer to this batch")
+            err = reply["error"]
+            error = None if err is None else CodeError(
+                type=str(err["type"]), message=str(err["message"]),
+                line=None if err["line"] is None else int(err["line"]), traceback=str(err["traceback"]))
+            return BatchResult(ok=bool(reply["ok"]), error=error,
+                               started_ns=int(reply["started_ns"]), finished_ns=int(reply["finished_ns"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            self._fail(InterpreterDied(self._proc.poll(), f"malformed reply ({exc}): {reply!r:.200}"))
+
+    def _exchange(self, request: dict[str, Any] | None, on_output: OutputCallback,
+                  deadline: float | None, what: str) -> dict[str, Any]:
+        """Send `request`, then pump output until the reply frame arrives. Any
+        exception leaving here (ours or the caller's) kills the child first."""
+        try:
+            return self._pump(request, on_output, deadline, what)
+        except BaseException as exc:
+            if not isinstance(exc, InterpreterError) or self._dead is None:
+                self._dead = exc if isinstance(exc, InterpreterError) else InterpreterError(
+                    f"interpreter killed after {type(exc).__name__} during {what}")
+                self._kill()
+            raise
+
+    def _pump(self, request: dict[str, Any] | None, on_output: OutputCallback,
+              deadline: float | None, what: str) -> dict[str, Any]:
+        assert self._sel is not None and self._proc is not None
+        pending = b""
+        if request is not None:
+            body = json.dumps(request).encode("utf-8")
+            pending = len(body).to_bytes(4, "big") + body
+            pending = pending[self._write(pending):]
+            if pending:
+                self._sel.register(self._req_w, selectors.EVENT_WRITE, "request")
+        try:
+            while True:
+                reply = self._take_frame()
+                if reply is not None:
+                    break
+                if self._exited or self._reply_eof or (self._pidfd < 0 and self._proc.poll() is not None):
+                    self._read_reply()  # the child may have replied just before exiting
+                    reply = self._take_frame()
+                    if reply is not None:
+                        break
+                    self._drain(on_output, final=True)
+                    self._died(f"during {what}")
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if self._pidfd < 0:
+                    wait = 0.05 if wait is None else min(wait, 0.05)
+                for key, _mask in self._sel.select(wait):
+                    tag = key.data
+                    if tag == "reply":
+                        self._read_reply()
+                    elif tag == "exit":
+                        self._exited = True
+                    elif tag == "request":
+                        pending = pending[self._write(pending):]
+                        if not pending:
+                            self._sel.unregister(self._req_w)
+                    else:
+                        self._read_output(key.fd, on_output)
+                if deadline is not None and time.monotonic() >= deadline and self._take_frame(peek=True) is None:
+                    self._kill()  # first, so a program flooding its output cannot delay the drain
+                    self._drain(on_output, final=True)
+                    what_timed_out = "start" if what == "start" else "batch"
+                    self._fail(BatchTimeout(f"{what_timed_out} exceeded its timeout; interpreter killed"))
+        finally:
+            if pending and self._sel is not None and self._req_w in self._sel.get_map():
+                self._sel.unregister(self._req_w)
+        self._drain(on_output, final=False)
+        return reply
+
+    def _write(self, data: bytes) -> int:
+        try:
+            return os.write(self._req_w, data)
+        except BlockingIOError:
+            return 0
+        except BrokenPipeError:
+            self._exited = True  # the child closed its end: it is gone or going
+            return len(data)
+
+    def _read_reply(self) -> None:
+        while not self._reply_eof:
+            try:
+                chunk = os.read(self._rep_r, READ_SIZE)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self._reply_eof = True
+                if self._sel is not None and self._rep_r in self._sel.get_map():
+                    self._sel.unregister(self._rep_r)
+                return
+            self._reply_buf += chunk
+
+    def _take_frame(self, peek: bool = False) -> dict[str, Any] | None:
+        buf = self._reply_buf
+        if len(buf) < 4:
+            return None
+        size = int.from_bytes(buf[:4], "big")
+        if size > MAX_FRAME:
+            self._fail(InterpreterDied(self._proc.poll() if self._proc else None, "malformed reply frame"))
+        if len(buf) < 4 + size:
+            return None
+        if peek:
+            return {}
+        body = bytes(buf[4:4 + size])
+        del buf[:4 + size]
+        try:
+            msg = json.loads(body)
+        except ValueError:
+            msg = None
+        if not isinstance(msg, dict):
+            self._fail(InterpreterDied(self._proc.poll() if self._proc else None, "malformed reply"))
+        return msg
+
+    def _read_output(self, fd: int, on_output: OutputCallback) -> int:
+        """Read what one output pipe holds now (at most READ_SIZE); returns the byte
+        count, or -1 at EOF (the program closed the stream, or the child is gone)."""
+        name, decoder = self._outputs[fd]
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return 0
+        if not data:
+            if self._sel is not None and fd in self._sel.get_map():
+                self._sel.unregister(fd)
+            text = decoder.decode(b"", final=True)
+            if text:
+                on_output(name, text)
+            return -1
+        text = decoder.decode(data)
+        if text:
+            on_output(name, text)
+        return len(data)
+
+    def _drain(self, on_output: OutputCallback, final: bool) -> None:
+        """Deliver what the output pipes hold now. A short read proves the pipe was
+        empty at that moment, so everything written before the reply is delivered
+        even if a background thread keeps writing."""
+        assert self._sel is not None
+        open_fds = [fd for fd in self._outputs if fd in self._sel.get_map()]
+        for fd in open_fds:
+            while self._read_output(fd, on_output) == READ_SIZE:
+                pass
+            if final:
+                name, decoder = self._outputs[fd]
+                text = decoder.decode(b"", final=True)
+                if text:
+                    on_output(name, text)
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            kill_tree(self._proc)
+
+    def _died(self, detail: str) -> NoReturn:
+        """The child exited or dropped the control pipe: give it a moment to finish
+        exiting so its own status is reported, then make sure it is gone."""
+        assert self._proc is not None
+        try:
+            self._proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass  # alive without a control pipe: _fail kills it
+        self._kill()
+        self._fail(InterpreterDied(self._proc.returncode, detail))
+
+    def _fail(self, exc: InterpreterError) -> NoReturn:
+        """Kill the child, remember why, raise: an interpreter fails only once."""
+        self._dead = exc
+        self._kill()
+        raise exc

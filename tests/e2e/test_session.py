@@ -1,0 +1,156 @@
+"""Whole sessions through the stages as separate OS processes (started from the Procfile) on the real Redis."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from common.clock import now_ns
+from common.connection import connect
+from common.protocol import (
+    BatchFinished,
+    ChunkReady,
+    ExecutionError,
+    Gate,
+    Keys,
+    Output,
+    ProtocolError,
+    SessionRequest,
+    SessionStatus,
+    encode,
+)
+from eager.client import Client, Session
+from eager.replay import SpeedProfile
+from tests.helpers import answer_of, collect, run_with_python
+
+SLOW_PROGRAM = '''import time
+
+
+def work(n):
+    time.sleep(0.3)
+    return n * n
+
+
+a = work(1)
+print("a =", a)
+b = work(2)
+print("b =", b)
+c = work(3)
+print("c =", c)
+print("total", a + b + c)
+'''
+
+TEN_STATEMENTS = "".join(
+    f'value_{i} = {i} * 10  # statement {i} of ten, padded so that generation takes a while\n'
+    if i != 3 else "value_3 = value_1 / (value_2 - 20)\n"
+    for i in range(1, 11)
+)
+
+MIDDLE_SYNTAX_ERROR = 'print("before")\nx = (1 +\ny = 2\nprint("after")\n'
+
+ANSWERS = {
+    "slow": answer_of(SLOW_PROGRAM),
+    "ten": answer_of(TEN_STATEMENTS),
+    "prose": "I cannot write code for that, but here is an explanation in words only.\n",
+    "syntax": answer_of(MIDDLE_SYNTAX_ERROR),
+}
+
+
+@pytest.fixture
+def stack(replay_stack):
+    return replay_stack(ANSWERS, SpeedProfile(ttft_s=0.2, tokens_per_s=60.0))
+
+
+def run(settings, model: str, gate: Gate = Gate.EAGER):
+    with Client(settings) as client:
+        return collect(client.submit(messages=[{"role": "user", "content": "go"}], model=model, gate=gate))
+
+
+def test_eager_prints_what_python_prints_overlaps_generation_and_beats_serial(stack, tmp_path):
+    settings, _ = stack
+    events, eager = run(settings, "slow", Gate.EAGER)
+    _, serial = run(settings, "slow", Gate.SERIAL)
+
+    expected = run_with_python(SLOW_PROGRAM, tmp_path).stdout
+    assert eager.status is SessionStatus.OK, eager
+    assert eager.stdout == expected == serial.stdout
+    assert "".join(e.text for e in events if isinstance(e, Output) and e.stream == "stdout") == expected
+
+    chunks = [e for e in events if isinstance(e, ChunkReady)]
+    assert "".join(c.code for c in chunks) == SLOW_PROGRAM
+    first_batch = next(e for e in events if isinstance(e, BatchFinished))
+    assert first_batch.finished_ns < eager.generation_end_ns, "the first chunk ran while the model was still writing"
+    assert eager.batches > 1 and serial.batches == 1
+    assert eager.e2e_s < serial.e2e_s
+    assert eager.non_overlapped_s < serial.non_overlapped_s
+
+
+def test_an_error_in_the_third_of_ten_statements_stops_the_model(stack):
+    settings, server = stack
+    events, summary = run(settings, "ten")
+    assert summary.status is SessionStatus.ERROR
+    errors = [e for e in events if isinstance(e, ExecutionError)]
+    assert len(errors) == 1
+    assert (errors[0].type, errors[0].line) == ("ZeroDivisionError", 3)
+    assert "value_3 = value_1 / (value_2 - 20)" in errors[0].traceback
+    assert summary.error["line"] == 3
+    assert summary.finish_reason == "cancelled"
+    record = next(r for r in server.replays().values() if r["model"] == "ten")
+    assert record["disconnected"] and record["tokens_sent"] < record["tokens_total"], record
+
+
+@pytest.mark.parametrize("gate", list(Gate))
+def test_a_syntax_error_mid_program_is_reported_at_its_line(stack, gate):
+    settings, _ = stack
+    events, summary = run(settings, "syntax", gate)
+    assert summary.status is SessionStatus.SYNTAX_ERROR
+    assert summary.error["type"] == "SyntaxError" and summary.error["line"] == 2
+    assert "after" not in summary.stdout
+    # The one honest difference: serial runs nothing; eager may have run the valid prefix.
+    assert summary.stdout == ("before\n" if gate is Gate.EAGER else "")
+
+
+def test_an_answer_without_code_ends_with_no_code(stack):
+    settings, _ = stack
+    _, summary = run(settings, "prose")
+    assert summary.status is SessionStatus.NO_CODE
+    assert summary.chunks == 0 and summary.finish_reason == "stop"
+
+
+def test_a_malformed_request_is_refused_by_the_client_before_anything_is_sent(stack):
+    settings, _ = stack
+    with Client(settings) as client, pytest.raises(ProtocolError):
+        client.submit(messages=[], model="slow")
+
+
+def test_a_malformed_request_on_the_wire_ends_its_session_as_rejected(stack):
+    """A request written by something other than our client, with a schema version nobody speaks."""
+    settings, _ = stack
+    keys = Keys(settings.namespace)
+    request = SessionRequest(session_id="wire-bad-1", model="slow", submitted_ns=now_ns(),
+                             messages=[{"role": "user", "content": "x"}])
+    with Client(settings) as client:
+        client._queue.enqueue("executor_pool.session.run_session", request.session_id, "eager", request.submitted_ns,
+                              job_id=keys.executor_job_id(request.session_id))
+        fields = {**encode(request), "v": "999"}
+        connect(settings).xadd(keys.requests, fields)
+        summary = Session(client, request).result()
+    assert summary.status is SessionStatus.REJECTED
+    assert "schema version" in summary.detail
+
+
+def test_a_client_cancel_closes_the_model_stream_while_no_token_is_arriving(replay_stack):
+    settings, server = replay_stack({"late": answer_of("print(1)\n")}, SpeedProfile(ttft_s=30.0, tokens_per_s=50.0))
+    with Client(settings) as client:
+        session = client.submit(messages=[{"role": "user", "content": "x"}], model="late")
+        started = next(e for e in session.events(tokens=False))  # the executor is up and waiting
+        assert started.kind == "started"
+        session.cancel()
+        summary = session.result()
+    assert summary.status is SessionStatus.CANCELLED
+    assert summary.e2e_s < 10
+    tokens = connect(settings).xrange(Keys(settings.namespace).tokens(session.id))
+    end = json.loads(tokens[-1][1]["data"])
+    assert end["finish_reason"] == "cancelled" and end["tokens"] == 0
+    assert end["cancel_latency_s"] < 1.0
