@@ -211,6 +211,7 @@ class CodeInvalid(Message):
     line: int
     message: str
     detected_ns: int
+    error_type: str = "SyntaxError"  # or IndentationError / TabError, as CPython names it
 
 
 @dataclass(frozen=True, slots=True)

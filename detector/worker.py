@@ -73,7 +73,7 @@ class SessionDetection:
                                       delta_ns, now_ns()))
             elif isinstance(event, events.CodeInvalid):
                 self.invalid = True
-                out.append(CodeInvalid(event.line, event.message, now_ns()))
+                out.append(CodeInvalid(event.line, event.message, now_ns(), event.error_type))
         return out
 
 

@@ -112,7 +112,7 @@ class SessionRunner:
                 continue
             if self.gate.invalid is not None:
                 invalid = self.gate.invalid
-                return _Stop(SessionStatus.SYNTAX_ERROR, _error_dict("SyntaxError", invalid.message, invalid.line, ""))
+                return _Stop(SessionStatus.SYNTAX_ERROR, _error_dict(invalid.error_type, invalid.message, invalid.line, ""))
             if self.gate.end is not None:
                 status = _END_STATUS[self.gate.end.status]
                 return _Stop(status, detail=self.gate.end.generation.error)

@@ -1,0 +1,134 @@
+"""Markdown code extraction, line by line as the answer streams.
+
+Only the code blocks of an answer are the program; prose around them is not run. A code
+line is passed on as soon as it can no longer turn into a closing fence, so the chunker
+sees the first token of a statement before its line ends. Each runnable block ends with
+BLOCK_END: a product decision, a closed block is a finished unit, judged as at the end
+of the stream, so its last statement runs without waiting for the next block.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tokenize
+from dataclasses import dataclass
+
+
+class BlockEnd:
+    def __repr__(self) -> str:
+        return "BLOCK_END"
+
+
+BLOCK_END = BlockEnd()
+
+RUNNABLE_LANGUAGES = frozenset({"", "python", "py", "python3", "py3"})
+
+_OPENER = re.compile(r"(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\s`]*)[^`\n]*\n")
+_CLOSER = re.compile(r"[ \t]*(?P<fence>`{3,}|~{3,})[ \t\r]*\n?")
+_MAYBE_CLOSER = re.compile(r"[ \t]*(?P<fence>[`~]*)(?P<trail>[ \t\r]*)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    fence: str
+    indent: int
+    runnable: bool
+
+    def closes(self, line: str) -> bool:
+        match = _CLOSER.fullmatch(line)
+        return bool(match) and set(match["fence"]) == {self.fence[0]} and len(match["fence"]) >= len(self.fence)
+
+    def may_close(self, partial: str) -> bool:
+        """Whether more characters could still make this partial line a closing fence."""
+        match = _MAYBE_CLOSER.fullmatch(partial)
+        if match is None:
+            return False
+        run = match["fence"]
+        if run and set(run) != {self.fence[0]}:
+            return False
+        return not (run and match["trail"] and len(run) < len(self.fence))
+
+    def content(self, line: str) -> str:
+        """The line without the opener's indentation (a block nested in a list item)."""
+        stripped = 0
+        while stripped < self.indent and stripped < len(line) and line[stripped] == " ":
+            stripped += 1
+        return line[stripped:]
+
+
+def ends_inside_string(code: str) -> bool:
+    """Whether `code` stops inside an open (triple-quoted) string literal."""
+    try:
+        for _ in tokenize.generate_tokens(io.StringIO(code).readline):
+            pass
+    except tokenize.TokenError as error:
+        return "string" in str(error.args[0])
+    except SyntaxError:
+        return False
+    return False
+
+
+class FenceReader:
+    """Feed answer text, get code text and BLOCK_END markers of the runnable blocks."""
+
+    def __init__(self) -> None:
+        self._line = ""
+        self._passed = 0
+        self._block: _Block | None = None
+        self._block_code: list[str] = []
+
+    def feed(self, text: str) -> list[str | BlockEnd]:
+        out: list[str | BlockEnd] = []
+        self._line += text
+        while (newline := self._line.find("\n")) >= 0:
+            line, self._line = self._line[: newline + 1], self._line[newline + 1 :]
+            self._complete_line(line, out)
+            self._passed = 0
+        self._partial_line(out)
+        return out
+
+    def eof(self) -> list[str | BlockEnd]:
+        out: list[str | BlockEnd] = []
+        if self._line:
+            self._complete_line(self._line, out)
+            self._line = ""
+        if self._block is not None and self._block.runnable:
+            out.append(BLOCK_END)
+        self._block = None
+        return out
+
+    def _complete_line(self, line: str, out: list[str | BlockEnd]) -> None:
+        block = self._block
+        if block is None:
+            opener = _OPENER.fullmatch(line if line.endswith("\n") else line + "\n")
+            if opener is not None:
+                runnable = opener["info"].lower() in RUNNABLE_LANGUAGES
+                self._block = _Block(opener["fence"], len(opener["indent"].expandtabs(4)), runnable)
+                self._block_code = []
+            return
+        if self._passed == 0 and block.closes(line) and not (
+            block.runnable and ends_inside_string("".join(self._block_code))
+        ):
+            self._block = None
+            if block.runnable:
+                out.append(BLOCK_END)
+            return
+        if block.runnable:
+            self._pass(block.content(line), out)
+
+    def _partial_line(self, out: list[str | BlockEnd]) -> None:
+        block = self._block
+        if block is None or not block.runnable or not self._line:
+            return
+        if self._passed == 0 and block.may_close(self._line):
+            return
+        self._pass(block.content(self._line), out)
+
+    def _pass(self, content: str, out: list[str | BlockEnd]) -> None:
+        """Emit what of this line's content was not emitted yet."""
+        piece = content[self._passed :]
+        if piece:
+            out.append(piece)
+            self._block_code.append(piece)
+            self._passed = len(content)
