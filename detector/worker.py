@@ -13,7 +13,7 @@ import redis.asyncio
 
 from common.clock import now_ns
 from common.config import Settings
-from common.connection import connect_async
+from common.connection import MAX_BLOCK_MS, connect_async
 from common.consumer import serve_requests
 from common.protocol import (
     DETECTOR_GROUP,
@@ -83,8 +83,11 @@ async def follow(client: redis.asyncio.Redis, keys: Keys, settings: Settings, re
     cursor = "0-0"
     deadline_ns = request.submitted_ns + int(settings.session_timeout_s * 1e9)
     while True:
-        block_ms = max(1, (deadline_ns - now_ns()) // 1_000_000)
+        remaining_ms = (deadline_ns - now_ns()) // 1_000_000
+        block_ms = max(1, min(remaining_ms, MAX_BLOCK_MS))
         response = await client.xread({keys.tokens(session_id): cursor}, count=512, block=block_ms)
+        if not response and remaining_ms > MAX_BLOCK_MS:
+            continue
         if not response:
             # The producer owns the session deadline; if it is silent past it, the producer is gone.
             end = GenerationEnd(finish_reason=FinishReason.ERROR, at_ns=now_ns(), tokens=0,

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import signal
 import sys
 import uuid
 from collections.abc import Iterator
@@ -13,10 +14,12 @@ from importlib import resources
 from pathlib import Path
 
 import click
+import redis
 
 from common.config import Settings
 from common.connection import RedisUnavailable
 from common.protocol import (
+    BatchFinished,
     BatchStarted,
     ChunkReady,
     Delta,
@@ -83,29 +86,45 @@ def _stack(settings: Settings, executors: int = 1) -> Iterator[Settings]:
         raise click.ClickException(str(exc)) from exc
 
 
-def _print_event(message: Message, at_line_start: list[bool]) -> None:
-    """Human output: the answer as it streams, each batch's output set off beside it."""
-    def line_break() -> None:
-        if not at_line_start[0]:
-            click.echo()
-            at_line_start[0] = True
+class _HumanView:
+    """Human output: the answer line by line as it streams, each batch's output set off beside it.
 
-    if isinstance(message, Delta):
-        click.echo(message.text, nl=False)
-        at_line_start[0] = message.text.endswith("\n")
-    elif isinstance(message, BatchStarted):
-        line_break()
-        click.secho(f"  ▶ running lines {message.start_line}-{message.end_line}", fg="cyan", err=True)
-    elif isinstance(message, Output):
-        line_break()
-        for line in message.text.splitlines():
-            click.secho(f"  │ {line}", fg="green" if message.stream == "stdout" else "yellow")
-    elif isinstance(message, ExecutionError):
-        line_break()
-        click.secho(f"  ✗ {message.type} at line {message.line}: {message.message}", fg="red", bold=True)
-    elif isinstance(message, Summary):
-        line_break()
-        _print_summary(message)
+    Whole lines only, so a batch's output never lands in the middle of a line of code.
+    """
+
+    def __init__(self) -> None:
+        self._answer = ""
+        self._output: dict[str, str] = {}
+
+    def show(self, message: Message) -> None:
+        if isinstance(message, Delta):
+            self._answer += message.text
+            lines, newline, self._answer = self._answer.rpartition("\n")
+            if newline:
+                click.echo(lines)
+        elif isinstance(message, BatchStarted):
+            click.secho(f"  ▶ running lines {message.start_line}-{message.end_line}", fg="cyan")
+        elif isinstance(message, Output):
+            text = self._output.get(message.stream, "") + message.text
+            lines, newline, self._output[message.stream] = text.rpartition("\n")
+            if newline:
+                self._print_output(message.stream, lines)
+        elif isinstance(message, (BatchFinished, ExecutionError, Summary)):
+            for stream, rest in self._output.items():
+                if rest:
+                    self._print_output(stream, rest)
+            self._output.clear()
+            if isinstance(message, ExecutionError):
+                click.secho(f"  ✗ {message.type} at line {message.line}: {message.message}", fg="red", bold=True)
+            if isinstance(message, Summary):
+                if self._answer:
+                    click.echo(self._answer)
+                _print_summary(message)
+
+    @staticmethod
+    def _print_output(stream: str, text: str) -> None:
+        for line in text.split("\n"):
+            click.secho(f"  │ {line}", fg="green" if stream == "stdout" else "yellow")
 
 
 def _seconds(value: float | None) -> str:
@@ -128,6 +147,11 @@ def _print_summary(summary: Summary) -> None:
         click.echo(f"  {name:<26}{_seconds(value)}")
 
 
+def _exit_on_sigterm() -> None:
+    """A terminated `eager run` unwinds like Ctrl-C: cancels its session, stops its embedded stack."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def _run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str | None = None,
              raw_prompt: str | None = None, model: str | None = None) -> Summary:
     with Client(settings) as client:
@@ -135,13 +159,18 @@ def _run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str | None =
             session = client.submit(prompt=raw_prompt, model=model, gate=gate)
         else:
             session = client.submit(messages=[{"role": "user", "content": prompt or "replay"}], model=model, gate=gate)
-        at_line_start = [True]
-        for message in session.events():
-            if as_json:
-                data = message.report() if isinstance(message, Summary) else to_data(message)
-                click.echo(json.dumps(data))
-            elif not isinstance(message, (ChunkReady, SessionStarted)):
-                _print_event(message, at_line_start)
+        view = _HumanView()
+        try:
+            for message in session.events():
+                if as_json:
+                    data = message.report() if isinstance(message, Summary) else to_data(message)
+                    click.echo(json.dumps(data))
+                elif not isinstance(message, (ChunkReady, SessionStarted)):
+                    view.show(message)
+        except BaseException:
+            with contextlib.suppress(redis.RedisError):
+                session.cancel("the client stopped reading")
+            raise
         assert session.summary is not None
         return session.summary
 
@@ -161,6 +190,7 @@ def run(prompt: str | None, replay_file: Path | None, gate: str, raw: bool, mode
     if (prompt is None) == (replay_file is None):
         raise click.UsageError("give a PROMPT or --replay FILE (one of them)")
     answer = replay_file.read_text() if replay_file else None
+    _exit_on_sigterm()
     with _replay(answer, ttft, tps, jitter, seed) as settings, _stack(settings) as ready:
         try:
             summary = _run_one(ready, Gate(gate), as_json, prompt=None if raw else prompt,
@@ -175,6 +205,7 @@ def run(prompt: str | None, replay_file: Path | None, gate: str, raw: bool, mode
 def demo(ttft: float, tps: float, jitter: float, seed: int) -> None:
     """Replay the bundled example answer through the whole stack, serial then eager, and compare."""
     answer = resources.files("eager").joinpath("examples/answer.md").read_text()
+    _exit_on_sigterm()
     results: dict[Gate, Summary] = {}
     with _replay(answer, ttft, tps, jitter, seed) as settings, _stack(settings) as ready:
         for gate in (Gate.SERIAL, Gate.EAGER):

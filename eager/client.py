@@ -13,7 +13,7 @@ from rq import Queue
 
 from common.clock import now_ns
 from common.config import Settings
-from common.connection import connect
+from common.connection import MAX_BLOCK_MS, connect
 from common.protocol import Cancel, Gate, Keys, Message, SessionRequest, SessionStatus, Summary, encode
 from common.streams import decode_entries, publish
 
@@ -48,7 +48,7 @@ class Session:
                 )
                 yield self.summary
                 return
-            for key, entry_id, message in decode_entries(redis.xread(cursors, count=512, block=min(block_ms, 1000))):
+            for key, entry_id, message in decode_entries(redis.xread(cursors, count=512, block=min(block_ms, MAX_BLOCK_MS))):
                 cursors[key] = entry_id
                 yield message
                 if isinstance(message, Summary):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from pathlib import Path
 from common.config import Settings
 from common.connection import RedisUnavailable, connect, ping
 from common.heartbeat import alive
+from common.lifetime import die_with_parent
 from common.protocol import STAGES, Keys
 
 START_TIMEOUT_S = 30.0
@@ -63,7 +65,7 @@ class LocalStack:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self._dir / f"{name}.log", "wb")
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, cwd=self._dir)
+                                   env=env, cwd=self._dir, preexec_fn=die_with_parent(signal.SIGTERM))
         log.close()
         self._processes.append((name, process))
         self.started.append(name)

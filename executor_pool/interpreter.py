@@ -25,7 +25,6 @@ Why it is built this way:
 from __future__ import annotations
 
 import codecs
-import ctypes
 import json
 import os
 import selectors
@@ -43,11 +42,11 @@ from typing import Any, NoReturn
 
 import psutil
 
+from common.lifetime import die_with_parent
+
 RUNNER = Path(__file__).with_name("_runner.py")
 MAX_FRAME = 1 << 30  # a reply larger than this is a protocol violation
 READ_SIZE = 1 << 16
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before fork: preexec_fn only calls it
 
 OutputCallback = Callable[[str, str], None]
 
@@ -104,15 +103,6 @@ class BatchResult:
 def default_env(workdir: str) -> dict[str, str]:
     """The child's environment unless the caller adds to it: nothing inherited."""
     return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
-
-
-def _preexec(parent_pid: int) -> None:
-    """Runs in the child between fork and exec: die with the parent, and close the
-    race where the parent died before the prctl took effect."""
-    if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent_pid:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:
@@ -241,7 +231,7 @@ class Interpreter:
                 [self.python, "-I", "-u", str(RUNNER), str(req_r), str(rep_w)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 cwd=self._workdir, env={**default_env(self._workdir), **self.extra_env},
-                pass_fds=(req_r, rep_w), preexec_fn=lambda parent=os.getpid(): _preexec(parent),
+                pass_fds=(req_r, rep_w), preexec_fn=die_with_parent(),
             )
         finally:
             os.close(req_r)

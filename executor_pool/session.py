@@ -16,7 +16,7 @@ import redis
 
 from common.clock import now_ns
 from common.config import Settings
-from common.connection import connect
+from common.connection import MAX_BLOCK_MS, connect
 from common.protocol import (
     BatchFinished,
     BatchStarted,
@@ -121,7 +121,7 @@ class SessionRunner:
             remaining_ms = (self._deadline_ns - now_ns()) // 1_000_000
             if remaining_ms <= 0:
                 return _Stop(SessionStatus.TIMEOUT, detail=f"session exceeded {self.settings.session_timeout_s} s")
-            self._read(block_ms=min(remaining_ms, 1000))
+            self._read(block_ms=min(remaining_ms, MAX_BLOCK_MS))
 
     def _read(self, block_ms: int | None) -> None:
         """Take whatever arrived on the chunk and cancel streams (one XREAD: same hash slot)."""

@@ -13,12 +13,12 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-import httpx
 import openai
 import redis.asyncio
 
 from common.clock import now_ns
 from common.config import Settings
+from common.connection import MAX_BLOCK_MS
 from common.protocol import Cancel, Delta, FinishReason, GenerationEnd, Keys, SessionRequest
 from common.streams import decode_entries, publish_async
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def model_client(settings: Settings) -> openai.AsyncOpenAI:
     """No retries: a retry would replay tokens the detector already has."""
-    timeout = httpx.Timeout(settings.model_timeout_s, connect=min(5.0, settings.model_timeout_s))
+    timeout = openai.Timeout(settings.model_timeout_s, connect=min(5.0, settings.model_timeout_s))
     return openai.AsyncOpenAI(
         base_url=settings.model_base_url, api_key=settings.model_api_key, timeout=timeout, max_retries=0
     )
@@ -85,7 +85,7 @@ class Generation:
     async def _await_cancel(self) -> Cancel:
         key, cursor = self.keys.cancel(self.request.session_id), "0-0"
         while True:
-            for _, entry_id, message in decode_entries(await self.redis.xread({key: cursor}, count=1, block=0)):
+            for _, entry_id, message in decode_entries(await self.redis.xread({key: cursor}, count=1, block=MAX_BLOCK_MS)):
                 cursor = entry_id
                 if isinstance(message, Cancel):
                     return message
