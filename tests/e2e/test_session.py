@@ -7,7 +7,7 @@ import json
 import pytest
 
 from common.clock import now_ns
-from common.connection import connect
+from common.connection import SOCKET_TIMEOUT_S, connect
 from common.protocol import (
     BatchFinished,
     ChunkReady,
@@ -154,3 +154,15 @@ def test_a_client_cancel_closes_the_model_stream_while_no_token_is_arriving(repl
     end = json.loads(tokens[-1][1]["data"])
     assert end["finish_reason"] == "cancelled" and end["tokens"] == 0
     assert end["cancel_latency_s"] < 1.0
+
+
+@pytest.mark.slow
+def test_a_model_slower_to_first_token_than_the_redis_socket_timeout_still_completes(replay_stack):
+    """Every blocking read must wait less than the socket timeout, or a slow model kills the session."""
+    ttft_s = SOCKET_TIMEOUT_S + 1.0
+    settings, _ = replay_stack({"slow-start": answer_of('print("late but fine")\n')},
+                               SpeedProfile(ttft_s=ttft_s, tokens_per_s=60.0))
+    _, summary = run(settings, "slow-start")
+    assert summary.status is SessionStatus.OK, summary
+    assert summary.stdout == "late but fine\n"
+    assert summary.ttft_s >= ttft_s
