@@ -32,7 +32,7 @@ _MAYBE_CLOSER = re.compile(r"[ \t]*(?P<fence>[`~]*)(?P<trail>[ \t\r]*)")
 @dataclass(frozen=True, slots=True)
 class _Block:
     fence: str
-    indent: int
+    indent: str
     runnable: bool
 
     def closes(self, line: str) -> bool:
@@ -51,8 +51,10 @@ class _Block:
 
     def content(self, line: str) -> str:
         """The line without the opener's indentation (a block nested in a list item)."""
+        if line.startswith(self.indent):
+            return line[len(self.indent) :]
         stripped = 0
-        while stripped < self.indent and stripped < len(line) and line[stripped] == " ":
+        while stripped < len(self.indent) and stripped < len(line) and line[stripped] == " ":
             stripped += 1
         return line[stripped:]
 
@@ -104,7 +106,7 @@ class FenceReader:
             opener = _OPENER.fullmatch(line if line.endswith("\n") else line + "\n")
             if opener is not None:
                 runnable = opener["info"].lower() in RUNNABLE_LANGUAGES
-                self._block = _Block(opener["fence"], len(opener["indent"].expandtabs(4)), runnable)
+                self._block = _Block(opener["fence"], opener["indent"], runnable)
                 self._block_code = []
             return
         if self._passed == 0 and block.closes(line) and not (

@@ -38,7 +38,7 @@ def judge(before: str, line: str) -> Judgement:
     """Judge `before` (complete lines) given the start of the next line `line`."""
     if not line:
         return Judgement(Verdict.NOT_YET)
-    if line[0] in " \t\f\r\n#":
+    if line[0] in " \t\f\r\n#\\":  # indented, blank, a comment, or joined to the next line
         return Judgement(Verdict.KEEP)
     word = _IDENTIFIER.match(line)
     if word is not None:

@@ -139,7 +139,10 @@ class StatementSplitter:
             start = min([statement.lineno, *(d.lineno for d in getattr(statement, "decorator_list", []))])
             end = previous.end_lineno or previous.lineno
             if start > end:
-                cuts.append(end)
+                cut = start - 1  # index of the statement's first line
+                while cut - 1 >= end and lines[cut - 1].lstrip().startswith("#"):
+                    cut -= 1  # the comment lines right above a statement go with it
+                cuts.append(cut)
         cuts.append(len(lines))
         results: list[Result] = []
         for first, last in zip(cuts, cuts[1:]):

@@ -57,6 +57,8 @@ class Detector:
 
     def _consume(self, pieces: list[str | BlockEnd]) -> None:
         for piece in pieces:
+            if not piece:
+                continue
             if isinstance(piece, BlockEnd):
                 results = self._splitter.end_block()
             else:

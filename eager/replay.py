@@ -160,6 +160,7 @@ class _State:
         default_factory=lambda: itertools.count(1)
     )
     streams: set[asyncio.Task[Any]] = dataclasses.field(default_factory=set)
+    ended: dict[str, asyncio.Event] = dataclasses.field(default_factory=dict)  # by record id
 
 
 _STATE = web.AppKey("replay_state", _State)
@@ -258,6 +259,7 @@ async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
         created=created,
     )
     state.records[rid] = record
+    state.ended[rid] = asyncio.Event()
     # Usage is in replay tokens (our pieces), not any real model's tokenizer.
     n_prompt = len(tokenize_answer(_text_of(body.get("messages") if chat else body.get("prompt"))))
     usage = {
@@ -285,6 +287,7 @@ async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
             choice = {"index": 0, "text": answer, "finish_reason": "stop", "logprobs": None}
         record.tokens_sent = len(tokens)
         record.finished = True
+        state.ended[rid].set()
         return web.json_response(
             {
                 "id": rid,
@@ -358,6 +361,7 @@ async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
     finally:
         if task is not None:
             state.streams.discard(task)
+        state.ended[rid].set()
     return resp
 
 
@@ -500,6 +504,26 @@ class ReplayServer:
             return {rid: r.to_json() for rid, r in records.items()}
 
         return asyncio.run_coroutine_threadsafe(snap(), self._loop).result(timeout=10)
+
+    def ended(self, model: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The record of the first request for `model`, once its stream has ended.
+
+        A cancelled stream ends when the server notices the disconnect, at its next
+        write: a test that asserts on a cut must wait for that, not for the client.
+        """
+        if self._loop is None:
+            raise RuntimeError("ReplayServer is not running")
+        state = self._app[_STATE]
+
+        async def wait() -> dict[str, Any]:
+            rid = next((rid for rid, r in state.records.items() if r.model == model), None)
+            if rid is None:
+                raise LookupError(f"no request for model {model!r} reached the replay server")
+            async with asyncio.timeout(timeout):
+                await state.ended[rid].wait()
+            return state.records[rid].to_json()
+
+        return asyncio.run_coroutine_threadsafe(wait(), self._loop).result(timeout=timeout + 5)
 
     def start(self) -> ReplayServer:
         loop = asyncio.new_event_loop()

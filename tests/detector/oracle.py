@@ -339,12 +339,17 @@ def check_stream(r: Run, program: str | None = None) -> None:
 
 
 def lower_bound(x: Extraction, groups: list[Group], chunk: Chunk) -> int | None:
-    """The fewest characters of the answer that prove `chunk` final; None: only the end can."""
+    """The fewest characters of the answer that prove `chunk` final; None: only the end can.
+
+    Even a simple statement waits for a character after its line ("never final until something
+    after it proves it closed", DESIGN.md); a compound one for the next significant line's first
+    token, when that token could still be a continuing keyword.
+    """
     lines = x.lines
     last = lines[chunk.end_line - 1]
-    if not last.text.endswith(NEWLINES):
+    if not last.text.endswith(NEWLINES) or last.end >= len(x.answer):
         return None
-    bound = last.end
+    bound = last.end + 1
     ended = [g for g in groups if g.end <= chunk.end_line]
     if not ended or final_at_newline(ended[-1].last, lines):
         return bound

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.detector.oracle import check_many, fenced
+from detector._events import Chunk, CodeEnded
+from tests.detector.oracle import Run, Seen, check_many, check_oracle, extract, fenced, split_lines
 from tests.detector.programs import PROGRAMS
 
 INFOS = ["python", "py", "python3", "py3", ""]
@@ -16,7 +17,7 @@ INFOS = ["python", "py", "python3", "py3", ""]
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_raw(name: str) -> None:
-    """Completion models: the text is the program; nothing at all before it is final."""
+    """Completion models: the text is the program, and only the end of the stream closes its last statement."""
     x = check_many(PROGRAMS[name], raw=True)
     assert x.program == PROGRAMS[name]
 
@@ -39,12 +40,8 @@ def test_fenced_large_pieces(name: str) -> None:
 
 # The oracle itself must be able to fail, or every test above proves nothing.
 
-def _fake(text: str, chunks: list[tuple[int, int, int, bool]], raw: bool = True):
+def _fake(text: str, chunks: list[tuple[int, int, int, bool]]) -> Run:
     """A Run as if the detector had emitted (start, end, fed, before_eof) chunks, fed char by char."""
-    from detector._events import Chunk, CodeEnded
-
-    from tests.detector.oracle import Run, Seen, split_lines
-
     lines = split_lines(text)
     seen = [Seen(Chunk(i, a, b, "".join(lines[a - 1:b]), fed), fed, before) for i, (a, b, fed, before) in enumerate(chunks)]
     seen.append(Seen(CodeEnded(len(chunks), len(lines)), len(text), False))
@@ -52,8 +49,6 @@ def _fake(text: str, chunks: list[tuple[int, int, int, bool]], raw: bool = True)
 
 
 def test_oracle_accepts_a_correct_run() -> None:
-    from tests.detector.oracle import check_oracle, extract
-
     text = "if x:\n    pass\ny = 1\n"
     check_oracle(_fake(text, [(1, 2, 16, True), (3, 3, len(text), False)]), extract(text, raw=True))
 
@@ -66,10 +61,9 @@ REJECT_TEXT = "if x:\n    pass\nelse:\n    pass\nx = 1\nyy = 2\nzz = 3\n"
     ([(1, 2, 22, True), (3, 5, 43, True), (6, 7, 50, False)], "splits the statement"),
     ([(1, 4, 30, True), (5, 5, 43, True), (6, 7, 50, False)], "emitted at 30"),  # before the 'x' arrived
     ([(1, 4, 31, True), (5, 5, 50, True), (6, 7, 50, False)], "due by"),  # x = 1 held past line 6
-    ([(1, 4, 31, True), (5, 7, 49, True)], "emitted at 49"),  # zz = 3 out before its newline
+    ([(1, 4, 31, True), (5, 5, 36, True), (6, 7, 50, False)], "emitted at 36"),  # nothing after x = 1 yet
+    ([(1, 4, 31, True), (5, 7, 50, True)], "before the end"),  # the last statement out before EOF
 ])
 def test_oracle_rejects(chunks, complaint) -> None:
-    from tests.detector.oracle import check_oracle, extract
-
     with pytest.raises(AssertionError, match=complaint):
         check_oracle(_fake(REJECT_TEXT, chunks), extract(REJECT_TEXT, raw=True))

@@ -96,7 +96,7 @@ def test_an_error_in_the_third_of_ten_statements_stops_the_model(stack):
     assert "value_3 = value_1 / (value_2 - 20)" in errors[0].traceback
     assert summary.error["line"] == 3
     assert summary.finish_reason == "cancelled"
-    record = next(r for r in server.replays().values() if r["model"] == "ten")
+    record = server.ended("ten")
     assert record["disconnected"] and record["tokens_sent"] < record["tokens_total"], record
 
 
