@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +32,22 @@ class Settings:
     session_timeout_s: float = _setting(300.0, "EAGER_SESSION_TIMEOUT_S", "wall time of a whole session, generation included")
     batch_timeout_s: float = _setting(60.0, "EAGER_BATCH_TIMEOUT_S", "wall time of one batch in the interpreter")
     cancel_wait_s: float = _setting(2.0, "EAGER_CANCEL_WAIT_S", "how long an executor waits, after cancelling, to learn how generation ended")
-    interpreter_python: str = _setting(sys.executable, "EAGER_INTERPRETER_PYTHON", "the Python that runs generated code")
+    interpreter_python: str = _setting("", "EAGER_INTERPRETER_PYTHON", "the Python that runs generated code (the sandbox user must be able to run it)")
+    sandbox_cpu_s: int = _setting(300, "EAGER_SANDBOX_CPU_S", "CPU seconds of each sandboxed process (RLIMIT_CPU; past it the session ends limit_exceeded)")
+    sandbox_memory_mb: int = _setting(4096, "EAGER_SANDBOX_MEMORY_MB", "address space of each sandboxed process, MB (RLIMIT_AS; past it allocations raise MemoryError)")
+    sandbox_processes: int = _setting(128, "EAGER_SANDBOX_PROCESSES", "processes and threads of one sandbox (RLIMIT_NPROC of its slot uid; only when the executor is root)")
+    sandbox_open_files: int = _setting(512, "EAGER_SANDBOX_OPEN_FILES", "open files of each sandboxed process (RLIMIT_NOFILE)")
+    sandbox_file_size_mb: int = _setting(256, "EAGER_SANDBOX_FILE_SIZE_MB", "largest file a sandboxed process may write, MB (RLIMIT_FSIZE)")
+    sandbox_output_bytes: int = _setting(8_000_000, "EAGER_SANDBOX_OUTPUT_BYTES", "stdout+stderr kept per session; the rest is cut with a marker and the session goes on")
+    sandbox_uid_base: int = _setting(20001, "EAGER_SANDBOX_UID_BASE", "first slot uid: as root each interpreter runs as a uid of its own from here on")
+    sandbox_slots: int = _setting(64, "EAGER_SANDBOX_SLOTS", "number of slot uids, shared by every executor on the host")
+    sandbox_slot_dir: str = _setting("/run/eager-slots", "EAGER_SANDBOX_SLOT_DIR", "lock files claiming slot uids across processes (root-owned, not writable by others)")
+    gate_preset: str = _setting("sandboxed", "EAGER_GATE_PRESET", "what the gate holds until the program is complete: sandboxed (only what changes meaning if run early) or strict (every external effect, timing, dynamic execution)")
+    gate_escapes: str = _setting("", "EAGER_GATE_ESCAPES", "ways out of the sandbox this deployment opens (comma list of network, files); under sandboxed, calls that use them are held")
+    gate_hold: str = _setting("", "EAGER_GATE_HOLD", "more calls to hold under any preset (comma list of dotted names; a module holds all its functions)")
+    gate_batch_chunks: int = _setting(4, "EAGER_GATE_BATCH_CHUNKS", "gate batch: run when this many chunks wait (a session may choose its own)")
+    gate_batch_wait_ms: int = _setting(200, "EAGER_GATE_BATCH_WAIT_MS", "gate batch: or when the oldest waiting chunk has waited this long")
+    warm_interpreters: int = _setting(2, "EAGER_WARM_INTERPRETERS", "started interpreters each executor keeps ready for its next session")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -62,6 +76,7 @@ class Settings:
         rows = []
         for f in dataclasses.fields(cls):
             env = f.metadata["env"] + (f" (or {f.metadata['fallback_env']})" if f.metadata["fallback_env"] else "")
-            default = "the Python running the executor" if f.name == "interpreter_python" else str(f.default)
+            default = ("the executor's Python if the sandbox user can run it, else /usr/bin/python3"
+                       if f.name == "interpreter_python" else str(f.default))
             rows.append((env, default, f.metadata["doc"]))
         return rows

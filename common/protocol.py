@@ -16,7 +16,7 @@ key                               type    content
 ``<ns>:{<session>}:tokens``       stream  Delta* then GenerationEnd (producer -> detector, client)
 ``<ns>:{<session>}:chunks``       stream  ChunkReady* [CodeInvalid] then DetectionEnd (detector -> executor)
 ``<ns>:{<session>}:cancel``       stream  Cancel (executor or client -> producer)
-``<ns>:{<session>}:events``       stream  SessionStarted, Batch*, Output, ExecutionError, Summary (executor -> client)
+``<ns>:{<session>}:events``       stream  SessionStarted, GateDecision*, Batch*, Output, ExecutionError, Summary (executor -> client)
 ``<ns>:stages:<stage>``           zset    process name -> last heartbeat (ms); who is alive
 ================================  ======  =====================================================
 
@@ -96,6 +96,16 @@ class Keys:
 class Gate(StrEnum):
     EAGER = "eager"
     SERIAL = "serial"
+    BATCH = "batch"  # wait for N chunks or M ms, whichever first
+
+
+class GateAction(StrEnum):
+    """What the gate does with one chunk: run it as soon as it can, hold it until the program is
+    complete and valid, or merge it (a definition) with the next chunk."""
+
+    RUN = "run"
+    HOLD = "hold"
+    MERGE = "merge"
 
 
 class SessionStatus(StrEnum):
@@ -109,6 +119,7 @@ class SessionStatus(StrEnum):
     MODEL_ERROR = "model_error"  # the model endpoint failed
     TIMEOUT = "timeout"
     INTERPRETER_DIED = "interpreter_died"
+    LIMIT_EXCEEDED = "limit_exceeded"  # the sandbox killed the code for exceeding a resource limit (CPU time)
     CANCELLED = "cancelled"
     FAILED = "failed"  # the executor itself broke; detail says how
     REJECTED = "rejected"  # the request was malformed; detail says why
@@ -147,9 +158,15 @@ class SessionRequest(Message):
     prompt: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    batch_chunks: int | None = None  # gate `batch`: run when this many chunks wait (default: the executor's setting)
+    batch_wait_ms: int | None = None  # gate `batch`: or when the oldest has waited this long
 
     def __post_init__(self) -> None:
         check_session_id(self.session_id)
+        for name, least in (("batch_chunks", 1), ("batch_wait_ms", 0)):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < least):
+                raise ProtocolError(f"`{name}` must be an integer of at least {least}")
         if (self.messages is None) == (self.prompt is None):
             raise ProtocolError("a request has exactly one of `messages` (chat) or `prompt` (completion)")
         if self.messages is not None and (
@@ -245,6 +262,27 @@ class SessionStarted(Message):
     interpreter_pid: int
     gate: Gate
     at_ns: int
+    warm: bool = False  # the interpreter came from the executor's warm pool
+    isolation: str = "none"  # what the sandbox got: "netns+uid" (own network namespace, own uid), "uid", "netns" or "none"
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision(Message):
+    """Why a chunk did not run as soon as the interpreter was free: held until the program is complete and
+    valid (the reason names the call and its line), or merged with the next chunk (a definition)."""
+
+    kind: ClassVar[str] = "gate_decision"
+    seq: int
+    start_line: int
+    end_line: int
+    action: GateAction
+    reason: str
+    preset: str
+    line: int | None
+    at_ns: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action", GateAction(self.action))
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,7 +385,7 @@ _KINDS: dict[str, type[Message]] = {
     cls.kind: cls
     for cls in (
         SessionRequest, Delta, GenerationEnd, ChunkReady, CodeInvalid, DetectionEnd, Cancel,
-        SessionStarted, BatchStarted, Output, BatchFinished, ExecutionError, Summary,
+        SessionStarted, GateDecision, BatchStarted, Output, BatchFinished, ExecutionError, Summary,
     )
 }
 

@@ -25,6 +25,8 @@ from common.protocol import (
     Delta,
     ExecutionError,
     Gate,
+    GateAction,
+    GateDecision,
     Message,
     Output,
     ProtocolError,
@@ -39,8 +41,12 @@ REPLAY_MODEL = "replay"
 
 
 def _settings() -> Settings:
+    from executor_pool.static_gate import Rules
+
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
+        Rules.parse(settings.gate_preset, settings.gate_escapes, settings.gate_hold)  # a typo fails here, not per session
+        return settings
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
 
@@ -104,6 +110,11 @@ class _HumanView:
                 click.echo(lines)
         elif isinstance(message, BatchStarted):
             click.secho(f"  ▶ running lines {message.start_line}-{message.end_line}", fg="cyan")
+        elif isinstance(message, GateDecision):
+            if message.action is GateAction.HOLD:
+                click.secho(f"  ⏸ holding lines {message.start_line}-{message.end_line}: {message.reason}", fg="magenta")
+            else:
+                click.secho(f"  ⋯ lines {message.start_line}-{message.end_line}: {message.reason}", dim=True)
         elif isinstance(message, Output):
             text = self._output.get(message.stream, "") + message.text
             lines, newline, self._output[message.stream] = text.rpartition("\n")
@@ -153,12 +164,15 @@ def _exit_on_sigterm() -> None:
 
 
 def _run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str | None = None,
-             raw_prompt: str | None = None, model: str | None = None) -> Summary:
+             raw_prompt: str | None = None, model: str | None = None, batch_chunks: int | None = None,
+             batch_wait_ms: int | None = None) -> Summary:
     with Client(settings) as client:
+        limits = {"batch_chunks": batch_chunks, "batch_wait_ms": batch_wait_ms}
         if raw_prompt is not None:
-            session = client.submit(prompt=raw_prompt, model=model, gate=gate)
+            session = client.submit(prompt=raw_prompt, model=model, gate=gate, **limits)
         else:
-            session = client.submit(messages=[{"role": "user", "content": prompt or "replay"}], model=model, gate=gate)
+            session = client.submit(messages=[{"role": "user", "content": prompt or "replay"}], model=model, gate=gate,
+                                    **limits)
         view = _HumanView()
         try:
             for message in session.events():
@@ -180,12 +194,16 @@ def _run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str | None =
 @click.option("--replay", "replay_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="replay this recorded answer instead of asking a model")
 @click.option("--gate", type=click.Choice([g.value for g in Gate]), default=Gate.EAGER.value, show_default=True)
+@click.option("--batch-chunks", type=click.IntRange(min=1), help="gate batch: run at this many chunks "
+              "(default: EAGER_GATE_BATCH_CHUNKS)")
+@click.option("--batch-wait-ms", type=click.IntRange(min=0), help="gate batch: or after this wait "
+              "(default: EAGER_GATE_BATCH_WAIT_MS)")
 @click.option("--raw", is_flag=True, help="completion model: the prompt is continued with bare code")
 @click.option("--model", help="model name (default: EAGER_MODEL)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per event; the last is the summary")
 @_speed_options
-def run(prompt: str | None, replay_file: Path | None, gate: str, raw: bool, model: str | None, as_json: bool,
-        ttft: float, tps: float, jitter: float, seed: int) -> None:
+def run(prompt: str | None, replay_file: Path | None, gate: str, batch_chunks: int | None, batch_wait_ms: int | None,
+        raw: bool, model: str | None, as_json: bool, ttft: float, tps: float, jitter: float, seed: int) -> None:
     """Generate code for PROMPT (or replay a recorded answer) and execute it as it is written."""
     if (prompt is None) == (replay_file is None):
         raise click.UsageError("give a PROMPT or --replay FILE (one of them)")
@@ -194,7 +212,8 @@ def run(prompt: str | None, replay_file: Path | None, gate: str, raw: bool, mode
     with _replay(answer, ttft, tps, jitter, seed) as settings, _stack(settings) as ready:
         try:
             summary = _run_one(ready, Gate(gate), as_json, prompt=None if raw else prompt,
-                               raw_prompt=prompt if raw else None, model=model)
+                               raw_prompt=prompt if raw else None, model=model, batch_chunks=batch_chunks,
+                               batch_wait_ms=batch_wait_ms)
         except ProtocolError as exc:
             raise click.UsageError(str(exc)) from exc
     sys.exit(0 if summary.status.value == "ok" else 1)

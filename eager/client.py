@@ -84,14 +84,19 @@ class Client:
         gate: Gate | str = Gate.EAGER,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        batch_chunks: int | None = None,
+        batch_wait_ms: int | None = None,
     ) -> Session:
-        """Start a session; raises ProtocolError (a ValueError) for a malformed request, before anything is sent."""
+        """Start a session; raises ProtocolError (a ValueError) for a malformed request, before anything is sent.
+        `batch_chunks` and `batch_wait_ms` tune the `batch` gate for this session (default: the executor's settings)."""
         request = SessionRequest(
             session_id=uuid.uuid4().hex, model=model or self.settings.model, submitted_ns=now_ns(), gate=Gate(gate),
             messages=messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
+            batch_chunks=batch_chunks, batch_wait_ms=batch_wait_ms,
         )
         self._queue.enqueue(
             "executor_pool.session.run_session", request.session_id, request.gate.value, request.submitted_ns,
+            request.batch_chunks, request.batch_wait_ms,
             job_id=self.keys.executor_job_id(request.session_id),
             job_timeout=int(self.settings.session_timeout_s + 60),
             result_ttl=self.settings.key_ttl_s, failure_ttl=self.settings.key_ttl_s, ttl=self.settings.key_ttl_s,

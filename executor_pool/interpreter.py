@@ -12,14 +12,16 @@ Why it is built this way:
 - "Nothing hung": the loop also watches a pidfd of the child, so a segfault, an
   `os._exit` or a kill is seen at once, even if a grandchild still holds the pipes;
   a closed stdout only ends that stream; a timeout kills the child.
-- "Nothing leaks": the child dies with its parent (PR_SET_PDEATHSIG, which covers an
-  RQ work-horse killed on timeout, where no `finally` runs), stays in the parent's
-  process group (RQ's stop-job kills that group), and `close()` kills its whole tree
-  and removes its private working directory. If `run()` is left by any exception
-  raised in the parent (for example RQ's JobTimeoutException from SIGALRM), the
-  child is killed before the exception propagates.
+- "Nothing leaks": the child runs in a `sandbox.Sandbox` (limits, its own slot uid and
+  network namespace where possible, its own process group), dies with its parent
+  (PR_SET_PDEATHSIG, which covers an RQ work-horse killed on timeout, where no `finally`
+  runs), and `close()` kills everything of its slot and removes its private working
+  directory. If `run()` is left by any exception raised in the parent (for example RQ's
+  JobTimeoutException from SIGALRM), the child is killed before the exception propagates.
 - The child never sees the parent's environment (API keys, Redis URL): it gets a
   minimal one.
+- Output is bounded per interpreter: past `output_bytes` it is cut with a marker and
+  drained unread, so a program printing forever costs nothing but its batch time.
 """
 
 from __future__ import annotations
@@ -28,11 +30,8 @@ import codecs
 import json
 import os
 import selectors
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 import weakref
 from collections.abc import Callable
@@ -40,9 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import psutil
-
-from common.lifetime import die_with_parent
+from common.config import Settings
+from executor_pool.sandbox import Sandbox, SandboxConfig, SandboxError
 
 RUNNER = Path(__file__).with_name("_runner.py")
 MAX_FRAME = 1 << 30  # a reply larger than this is a protocol violation
@@ -68,6 +66,10 @@ class InterpreterDied(InterpreterError):
         else:
             how = f"exited with status {returncode}"
         super().__init__(f"interpreter {how}" + (f": {detail}" if detail else ""))
+
+
+class LimitExceeded(InterpreterDied):
+    """The kernel killed the child for exceeding its CPU-time limit."""
 
 
 class BatchTimeout(InterpreterError):
@@ -105,72 +107,15 @@ def default_env(workdir: str) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
 
 
-def kill_tree(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the child and every descendant, then reap the child.
-
-    Descendants are found by walking the tree while the child still exists (once it
-    dies its children are re-parented and out of reach), and are stopped first so
-    they cannot fork new ones between the walk and the kill.
-    """
-    found: dict[int, psutil.Process] = {}
-    if proc.poll() is None:
-        try:
-            root = psutil.Process(proc.pid)
-            for _ in range(5):
-                procs = [root, *root.children(recursive=True)]
-                new = [p for p in procs if p.pid not in found]
-                if not new:
-                    break
-                for p in new:
-                    found[p.pid] = p
-                    try:
-                        p.send_signal(signal.SIGSTOP)
-                    except psutil.Error:
-                        pass
-        except psutil.Error:
-            pass
-    for p in found.values():
-        try:
-            p.kill()  # psutil checks the pid was not reused since it was found
-        except psutil.Error:
-            pass
-    try:
-        proc.kill()
-    except ProcessLookupError:
-        pass
-    proc.wait()
-    others = [p for p in found.values() if p.pid != proc.pid]
-    deadline = time.monotonic() + 1.0
-    while others and time.monotonic() < deadline:
-        # Orphans are reaped by whatever pid 1 is; a zombie is as dead as it gets.
-        others = [p for p in others if _alive(p)]
-        if others:
-            time.sleep(0.002)
+def truncation_marker(limit: int) -> str:
+    return f"\n[eager: output truncated after {limit} bytes]\n"
 
 
-def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _remove_tree(path: str) -> None:
-    def make_writable_and_retry(func: Any, target: str, _exc: Any) -> None:
-        try:
-            os.chmod(os.path.dirname(target), 0o700)
-            os.chmod(target, 0o700)
-            func(target)
-        except OSError:
-            pass
-
-    shutil.rmtree(path, onerror=make_writable_and_retry)
-
-
-def _cleanup(proc: subprocess.Popen[bytes] | None, fds: list[int], workdir: str | None) -> None:
+def _cleanup(proc: subprocess.Popen[bytes] | None, fds: list[int], box: Sandbox | None) -> None:
     """Everything close() undoes; also the finalizer if an Interpreter is dropped."""
+    if proc is not None and box is not None:
+        box.kill(proc)
     if proc is not None:
-        kill_tree(proc)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
@@ -180,8 +125,8 @@ def _cleanup(proc: subprocess.Popen[bytes] | None, fds: list[int], workdir: str 
         except OSError:
             pass
     fds.clear()
-    if workdir is not None and os.path.isdir(workdir):
-        _remove_tree(workdir)
+    if box is not None:
+        box.release()
 
 
 class Interpreter:
@@ -191,13 +136,19 @@ class Interpreter:
     kernel's parent-death signal fires when the *thread* that forked the child ends.
     """
 
-    def __init__(self, python: str = sys.executable, env: dict[str, str] | None = None,
-                 start_timeout: float = 30.0) -> None:
+    def __init__(self, python: str = "", env: dict[str, str] | None = None,
+                 start_timeout: float = 30.0, sandbox: SandboxConfig | None = None) -> None:
+        """`python` empty: the executor's Python if the sandbox user may run it, else
+        /usr/bin/python3. `sandbox` None: the limits configured in the environment."""
         self.python = python
         self.extra_env = dict(env or {})
         self.start_timeout = start_timeout
+        self.config = sandbox if sandbox is not None else SandboxConfig.from_settings(Settings.from_env())
         self._proc: subprocess.Popen[bytes] | None = None
+        self._box: Sandbox | None = None
         self._workdir: str | None = None
+        self._isolation = "none"
+        self._output_left = self.config.output_bytes
         self._fds: list[int] = []  # parent ends of the control pipes, and the pidfd
         self._sel: selectors.BaseSelector | None = None
         self._req_w = self._rep_r = self._pidfd = -1
@@ -212,6 +163,11 @@ class Interpreter:
     # -- lifecycle ---------------------------------------------------------------
 
     @property
+    def alive(self) -> bool:
+        """Started, not closed, and the child has not exited (a warm one may die while it waits)."""
+        return self._proc is not None and self._dead is None and self._status() is None
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
@@ -219,25 +175,37 @@ class Interpreter:
     def workdir(self) -> str | None:
         return self._workdir
 
+    @property
+    def uid(self) -> int | None:
+        """The sandbox slot's uid, or None when running as the executor's own user."""
+        return self._box.uid if self._box is not None else None
+
+    @property
+    def isolation(self) -> str:
+        """What the child really got: "netns+uid", "uid", "netns" or "none"."""
+        return self._isolation
+
     def _start(self) -> None:
-        self._workdir = tempfile.mkdtemp(prefix="eager-")
+        self._box = box = Sandbox.claim(self.config)
+        self._finalizer = weakref.finalize(self, _cleanup, None, self._fds, box)
+        python, runner = box.python(self.python), box.runner(RUNNER)
+        self._workdir = box.workdir()
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         self._req_w, self._rep_r = req_w, rep_r
-        self._fds = [req_w, rep_r]
-        self._finalizer = weakref.finalize(self, _cleanup, None, self._fds, self._workdir)
+        self._fds += [req_w, rep_r]
         try:
             self._proc = subprocess.Popen(
-                [self.python, "-I", "-u", str(RUNNER), str(req_r), str(rep_w)],
+                [python, "-I", "-u", runner, str(req_r), str(rep_w)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 cwd=self._workdir, env={**default_env(self._workdir), **self.extra_env},
-                pass_fds=(req_r, rep_w), preexec_fn=die_with_parent(),
+                pass_fds=(req_r, rep_w), start_new_session=True, preexec_fn=box.preexec(),
             )
         finally:
             os.close(req_r)
             os.close(rep_w)
         self._finalizer.detach()
-        self._finalizer = weakref.finalize(self, _cleanup, self._proc, self._fds, self._workdir)
+        self._finalizer = weakref.finalize(self, _cleanup, self._proc, self._fds, box)
         assert self._proc.stdout is not None and self._proc.stderr is not None
         self._sel = selectors.DefaultSelector()
         for name, stream in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr)):
@@ -265,7 +233,8 @@ class Interpreter:
         except InterpreterDied as exc:
             raise InterpreterDied(exc.returncode, "".join(early).strip()[-2000:] or "at start") from None
         if reply.get("op") != "ready":
-            self._fail(InterpreterDied(self._proc.poll(), f"unexpected first message {reply!r:.200}"))
+            self._fail(InterpreterDied(self._status(), f"unexpected first message {reply!r:.200}"))
+        self._isolation = box.isolation(self._proc.pid)
 
     def start(self) -> None:
         """Spawn the child and return once it reported ready. On failure nothing is
@@ -274,6 +243,9 @@ class Interpreter:
             raise RuntimeError("Interpreter.start() called twice")
         try:
             self._start()
+        except SandboxError as exc:
+            self.close()
+            raise InterpreterError(f"sandbox: {exc}") from exc
         except BaseException:
             self.close()
             raise
@@ -308,7 +280,7 @@ class Interpreter:
         Output that background threads or processes wrote between batches is
         delivered during the next run()."""
         if self._dead is not None:
-            rc = self._proc.returncode if self._proc is not None else None
+            rc = self._dead.returncode if isinstance(self._dead, InterpreterDied) else None
             raise InterpreterDied(rc, f"unusable after: {self._dead}")
         if self._proc is None:
             raise RuntimeError("Interpreter.run() before start()")
@@ -328,7 +300,7 @@ class Interpreter:
             return BatchResult(ok=bool(reply["ok"]), error=error,
                                started_ns=int(reply["started_ns"]), finished_ns=int(reply["finished_ns"]))
         except (KeyError, TypeError, ValueError) as exc:
-            self._fail(InterpreterDied(self._proc.poll(), f"malformed reply ({exc}): {reply!r:.200}"))
+            self._fail(InterpreterDied(self._status(), f"malformed reply ({exc}): {reply!r:.200}"))
 
     def _exchange(self, request: dict[str, Any] | None, on_output: OutputCallback,
                   deadline: float | None, what: str) -> dict[str, Any]:
@@ -358,7 +330,7 @@ class Interpreter:
                 reply = self._take_frame()
                 if reply is not None:
                     break
-                if self._exited or self._reply_eof or (self._pidfd < 0 and self._proc.poll() is not None):
+                if self._exited or self._reply_eof or (self._pidfd < 0 and self._status() is not None):
                     self._read_reply()  # the child may have replied just before exiting
                     reply = self._take_frame()
                     if reply is not None:
@@ -419,7 +391,7 @@ class Interpreter:
             return None
         size = int.from_bytes(buf[:4], "big")
         if size > MAX_FRAME:
-            self._fail(InterpreterDied(self._proc.poll() if self._proc else None, "malformed reply frame"))
+            self._fail(InterpreterDied(self._status(), "malformed reply frame"))
         if len(buf) < 4 + size:
             return None
         if peek:
@@ -431,7 +403,7 @@ class Interpreter:
         except ValueError:
             msg = None
         if not isinstance(msg, dict):
-            self._fail(InterpreterDied(self._proc.poll() if self._proc else None, "malformed reply"))
+            self._fail(InterpreterDied(self._status(), "malformed reply"))
         return msg
 
     def _read_output(self, fd: int, on_output: OutputCallback) -> int:
@@ -449,7 +421,16 @@ class Interpreter:
             if text:
                 on_output(name, text)
             return -1
-        text = decoder.decode(data)
+        if self._output_left <= 0:
+            return len(data)  # past the cap: drained unread so the program never blocks on a full pipe
+        kept = data[:self._output_left]
+        self._output_left -= len(kept)
+        cut = self._output_left <= 0 and len(kept) < len(data)
+        text = decoder.decode(kept, final=cut)
+        if cut:
+            text += truncation_marker(self.config.output_bytes)
+        elif self._output_left <= 0:
+            self._output_left = 1  # exactly at the cap: only a further byte proves a cut
         if text:
             on_output(name, text)
         return len(data)
@@ -470,19 +451,46 @@ class Interpreter:
                     on_output(name, text)
 
     def _kill(self) -> None:
-        if self._proc is not None and self._proc.returncode is None:
-            kill_tree(self._proc)
+        if self._proc is not None and self._box is not None:
+            self._box.kill(self._proc)
+
+    def _status(self) -> int | None:
+        """The child's exit status (as Popen.returncode), None while it runs. In a forked
+        copy of the starting process (a work horse handed a warm interpreter) waitpid
+        cannot see the child and Popen would call it dead with status 0; the kernel still
+        shows a zombie's status in /proc/<pid>/stat until its parent reaps it."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if self._box is None or self._box.owner:
+            return proc.poll()
+        try:
+            with open(f"/proc/{proc.pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            return None
+        return os.waitstatus_to_exitcode(int(fields[-1])) if fields[0] == b"Z" else None
 
     def _died(self, detail: str) -> NoReturn:
         """The child exited or dropped the control pipe: give it a moment to finish
         exiting so its own status is reported, then make sure it is gone."""
-        assert self._proc is not None
-        try:
-            self._proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            pass  # alive without a control pipe: _fail kills it
+        assert self._proc is not None and self._box is not None
+        if self._box.owner:
+            try:
+                self._proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass  # alive without a control pipe: killed below
+            status = self._proc.returncode
+        else:
+            deadline = time.monotonic() + 1.0
+            status = self._status()
+            while status is None and time.monotonic() < deadline:
+                time.sleep(0.002)  # no waitpid for a forked copy: poll /proc, bounded
+                status = self._status()
         self._kill()
-        self._fail(InterpreterDied(self._proc.returncode, detail))
+        if status == -signal.SIGXCPU:
+            self._fail(LimitExceeded(status, f"CPU time limit of {self.config.cpu_s} s exceeded"))
+        self._fail(InterpreterDied(status, detail))
 
     def _fail(self, exc: InterpreterError) -> NoReturn:
         """Kill the child, remember why, raise: an interpreter fails only once."""

@@ -21,9 +21,12 @@ from common.protocol import (
     BatchFinished,
     BatchStarted,
     Cancel,
+    ChunkReady,
     CodeStatus,
     ExecutionError,
     Gate,
+    GateAction,
+    GateDecision,
     Keys,
     Message,
     Output,
@@ -33,8 +36,17 @@ from common.protocol import (
     Summary,
 )
 from common.streams import decode_entries, publish
-from executor_pool.gate import Batch, GateError, GateState
-from executor_pool.interpreter import BatchTimeout, CodeError, Interpreter, InterpreterDied
+from executor_pool.gate import Batch, BatchLimits, GateError, GateState
+from executor_pool.interpreter import (
+    BatchTimeout,
+    CodeError,
+    Interpreter,
+    InterpreterDied,
+    InterpreterError,
+    LimitExceeded,
+)
+from executor_pool.pool import handed_off, new_interpreter
+from executor_pool.static_gate import Escape, Rules
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +59,12 @@ _END_STATUS = {
 }
 
 
-def run_session(session_id: str, gate: str, submitted_ns: int) -> str:
-    """The RQ job function; returns the terminal status."""
+def run_session(session_id: str, gate: str, submitted_ns: int, batch_chunks: int | None = None,
+                batch_wait_ms: int | None = None) -> str:
+    """The RQ job function; returns the terminal status. The batch limits are the session's own, if it chose."""
     settings = Settings.from_env()
-    runner = SessionRunner(connect(settings), Keys(settings.namespace), settings, session_id, Gate(gate), submitted_ns)
+    runner = SessionRunner(connect(settings), Keys(settings.namespace), settings, session_id, Gate(gate), submitted_ns,
+                           batch_chunks, batch_wait_ms)
     return runner.run().value
 
 
@@ -69,6 +83,8 @@ class SessionRunner:
     session_id: str
     policy: Gate
     submitted_ns: int
+    batch_chunks: int | None = None
+    batch_wait_ms: int | None = None
     gate: GateState = field(init=False)
     _cursors: dict[str, str] = field(init=False)
     _stdout: list[str] = field(default_factory=list)
@@ -77,7 +93,10 @@ class SessionRunner:
     _cancel: Cancel | None = None
 
     def __post_init__(self) -> None:
-        self.gate = GateState(self.policy)
+        limits = BatchLimits(self.batch_chunks or self.settings.gate_batch_chunks,
+                             self.settings.gate_batch_wait_ms if self.batch_wait_ms is None else self.batch_wait_ms)
+        rules = Rules.parse(self.settings.gate_preset, self.settings.gate_escapes, self.settings.gate_hold)
+        self.gate = GateState(self.policy, rules, limits)
         self._cursors = {self.keys.chunks(self.session_id): "0-0", self.keys.cancel(self.session_id): "0-0"}
 
     @property
@@ -88,12 +107,17 @@ class SessionRunner:
         publish(self.client, self.keys.events(self.session_id), message, self.settings.key_ttl_s)
 
     def run(self) -> SessionStatus:
-        interpreter = Interpreter(python=self.settings.interpreter_python)
+        warm = handed_off()
+        interpreter = warm or new_interpreter(self.settings)
         try:
-            interpreter.start()
-            self._publish(SessionStarted(socket.gethostname(), interpreter.pid, self.policy, now_ns()))
+            if warm is None:
+                interpreter.start()
+            self._publish(SessionStarted(socket.gethostname(), interpreter.pid, self.policy, now_ns(),
+                                         warm=warm is not None, isolation=interpreter.isolation))
+            if "netns" not in interpreter.isolation:  # the network is reachable: using it would leave the sandbox
+                self.gate = GateState(self.policy, self.gate.rules.opening(Escape.NETWORK), self.gate.limits)
             stop = self._execute(interpreter)
-        except (redis.RedisError, ProtocolError, GateError, OSError) as exc:
+        except (redis.RedisError, ProtocolError, GateError, OSError, InterpreterError) as exc:
             log.exception("session %s failed in the executor", self.session_id)
             stop = _Stop(SessionStatus.FAILED, detail=f"executor failure: {exc!r}")
         finally:
@@ -103,7 +127,7 @@ class SessionRunner:
 
     def _execute(self, interpreter: Interpreter) -> _Stop:
         while True:
-            batch = self.gate.next_batch()
+            batch = self.gate.next_batch(now_ns())
             if batch is not None:
                 stop = self._run_batch(interpreter, batch)
                 if stop is not None:
@@ -121,7 +145,11 @@ class SessionRunner:
             remaining_ms = (self._deadline_ns - now_ns()) // 1_000_000
             if remaining_ms <= 0:
                 return _Stop(SessionStatus.TIMEOUT, detail=f"session exceeded {self.settings.session_timeout_s} s")
-            self._read(block_ms=min(remaining_ms, MAX_BLOCK_MS))
+            block_ms = min(remaining_ms, MAX_BLOCK_MS)
+            wake_ns = self.gate.wake_at_ns()
+            if wake_ns is not None:  # the batch policy's wait runs out before a message may come
+                block_ms = max(1, min(block_ms, -(-(wake_ns - now_ns()) // 1_000_000)))
+            self._read(block_ms=block_ms)
 
     def _read(self, block_ms: int | None) -> None:
         """Take whatever arrived on the chunk and cancel streams (one XREAD: same hash slot)."""
@@ -130,8 +158,11 @@ class SessionRunner:
             self._cursors[key] = entry_id
             if isinstance(message, Cancel):
                 self._cancel = message
-            else:
-                self.gate.receive(message)
+                continue
+            decision = self.gate.receive(message)
+            if isinstance(message, ChunkReady) and decision is not None and decision.action is not GateAction.RUN:
+                self._publish(GateDecision(message.seq, message.start_line, message.end_line, decision.action,
+                                           decision.reason, self.gate.rules.preset.value, decision.line, now_ns()))
 
     def _run_batch(self, interpreter: Interpreter, batch: Batch) -> _Stop | None:
         chunks = batch.chunks
@@ -148,6 +179,8 @@ class SessionRunner:
             result = interpreter.run(batch.code, batch.first_line, on_output, timeout=timeout)
         except BatchTimeout:
             return _Stop(SessionStatus.TIMEOUT, detail=f"batch {batch.number} ran longer than {timeout:.3f} s")
+        except LimitExceeded as exc:
+            return _Stop(SessionStatus.LIMIT_EXCEEDED, detail=str(exc))
         except InterpreterDied as exc:
             return _Stop(SessionStatus.INTERPRETER_DIED, detail=str(exc))
         self._publish(BatchFinished(batch.number, result.ok, result.started_ns, result.finished_ns))
@@ -160,11 +193,12 @@ class SessionRunner:
 
     def _finish(self, stop: _Stop) -> Summary:
         """Stop the model if it is still writing, report the error, then the terminal summary."""
-        if stop.status is not SessionStatus.OK and self.gate.end is None and self._cancel is None:
-            self._safely(lambda: publish(
-                self.client, self.keys.cancel(self.session_id), Cancel(stop.status.value, "executor", now_ns()),
-                self.settings.key_ttl_s,
-            ))
+        if stop.status is not SessionStatus.OK and self.gate.end is None:
+            if self._cancel is None:
+                self._safely(lambda: publish(
+                    self.client, self.keys.cancel(self.session_id), Cancel(stop.status.value, "executor", now_ns()),
+                    self.settings.key_ttl_s,
+                ))
             self._safely(self._await_generation_end)
         if stop.error is not None:
             self._safely(lambda: self._publish(ExecutionError(**stop.error, at_ns=now_ns())))
@@ -197,7 +231,7 @@ class SessionRunner:
             remaining_ms = (deadline - now_ns()) // 1_000_000
             if remaining_ms <= 0:
                 return
-            self._read(block_ms=remaining_ms)
+            self._read(block_ms=min(remaining_ms, MAX_BLOCK_MS))
 
     def _safely(self, action) -> None:  # type: ignore[no-untyped-def]
         try:

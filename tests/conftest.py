@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import pytest
 from common.config import Settings
 from common.connection import connect
 from common.heartbeat import alive
+from common.lifetime import die_with_parent
 from common.protocol import STAGES, Keys
 from eager.replay import ReplayServer, SpeedProfile
 
@@ -66,7 +68,8 @@ class ProcfileStack:
             name, command = line.split(":", 1)
             log = open(self.log_dir / f"{name}.log", "wb")
             self.processes[name] = subprocess.Popen(shlex.split(command), env=env, cwd=ROOT, stdout=log,
-                                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                                    preexec_fn=die_with_parent(signal.SIGTERM))
         client = connect(self.settings)
         deadline = time.monotonic() + 30
         while not all(alive(client, Keys(self.settings.namespace), stage) for stage in STAGES):
