@@ -71,7 +71,7 @@ def measure(settings: Settings, sessions: int) -> dict[str, list[float]]:
 def main(sessions: int, ttft: float, tps: float) -> None:
     base = Settings.from_env()
     with ReplayServer({"bench": ANSWER}, SpeedProfile(ttft_s=ttft, tokens_per_s=tps)) as server:
-        for warm in (0, 1):
+        for warm in (0, base.warm_interpreters):
             settings = dataclasses.replace(base, model_base_url=server.base_url, model="bench", warm_interpreters=warm,
                                            namespace=f"bench-{uuid.uuid4().hex[:8]}")
             waits = measure(settings, sessions)
