@@ -17,7 +17,7 @@ import io
 import random
 import re
 import tokenize
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from detector._events import Chunk, CodeEnded, CodeInvalid
@@ -422,16 +422,29 @@ def check_oracle(r: Run, x: Extraction) -> None:
             f"lines {g.start}-{g.end} out at {s.fed} (eof={not s.before_eof}), due by {limit} ({ub})"
 
 
-def check_many(answer: str, raw: bool = False, n: int = 30, max_piece: int = 12) -> Extraction:
-    """The oracle over the whole text, single characters and `n` random cuttings."""
-    x = extract(answer, raw)
-    for splits in split_plans(answer, n, max_piece):
+def check_plans(answer: str, raw: bool, x: Extraction, plans: Iterable[list[int]]) -> None:
+    """The oracle for each way of cutting the answer; a failure names the answer and the cuts."""
+    for splits in plans:
         r = run(answer, splits, raw)
         try:
             check_oracle(r, x)
         except AssertionError as error:
             raise AssertionError(f"{error}\nanswer={answer!r}\nraw={raw} splits={splits}") from None
+
+
+def check_many(answer: str, raw: bool = False, n: int = 30, max_piece: int = 12) -> Extraction:
+    """The oracle over the whole text, single characters and `n` random cuttings."""
+    x = extract(answer, raw)
+    check_plans(answer, raw, x, split_plans(answer, n, max_piece))
     return x
+
+
+def parses(program: str) -> bool:
+    try:
+        ast.parse(program)
+    except SyntaxError:
+        return False
+    return True
 
 
 def fenced(program: str, info: str = "python", before: str = "Sure, here it is:\n\n",

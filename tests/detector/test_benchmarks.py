@@ -7,7 +7,6 @@ oracle.py's docstring); a disagreement on an answer is a finding either way.
 
 from __future__ import annotations
 
-import ast
 import json
 import random
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from detector._events import CodeEnded
-from tests.detector.oracle import check_oracle, check_stream, extract, run
+from tests.detector.oracle import check_oracle, check_stream, extract, parses, run
 
 BENCHMARKS = Path("/work/shared/benchmarks")
 
@@ -31,14 +30,6 @@ def answers() -> list[tuple[str, str]]:
 
 
 ANSWERS = answers()
-
-
-def parses(program: str) -> bool:
-    try:
-        ast.parse(program)
-    except SyntaxError:
-        return False
-    return True
 
 
 def test_benchmarks_are_there() -> None:

@@ -6,12 +6,11 @@ between a decorator and a fence, a continuation line right before a closing fenc
 
 from __future__ import annotations
 
-import ast
 import random
 
 import pytest
 
-from tests.detector.oracle import check_oracle, extract, random_splits, run
+from tests.detector.oracle import check_plans, extract, parses, random_splits
 
 STATEMENTS = [
     "x = 1\n",
@@ -96,14 +95,6 @@ def random_answer(rng: random.Random) -> tuple[str, bool]:
     return answer, False
 
 
-def parses(program: str) -> bool:
-    try:
-        ast.parse(program)
-    except SyntaxError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("seed", range(40))
 def test_random_answers(seed: int) -> None:
     rng = random.Random(seed)
@@ -114,10 +105,6 @@ def test_random_answers(seed: int) -> None:
         if not parses(x.program):
             continue  # a cut-off answer can end inside a statement
         checked += 1
-        for splits in ([], list(range(1, len(answer))), *(random_splits(rng, len(answer)) for _ in range(4))):
-            r = run(answer, splits, raw)
-            try:
-                check_oracle(r, x)
-            except AssertionError as error:
-                raise AssertionError(f"{error}\nanswer={answer!r}\nraw={raw} splits={splits}") from None
+        plans = [[], list(range(1, len(answer))), *(random_splits(rng, len(answer)) for _ in range(4))]
+        check_plans(answer, raw, x, plans)
     assert checked
