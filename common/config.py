@@ -47,6 +47,8 @@ class Settings:
     gate_hold: str = _setting("", "EAGER_GATE_HOLD", "more calls to hold under any preset (comma list of dotted names; a module holds all its functions)")
     gate_batch_chunks: int = _setting(4, "EAGER_GATE_BATCH_CHUNKS", "gate batch: run when this many chunks wait (a session may choose its own)")
     gate_batch_wait_ms: int = _setting(200, "EAGER_GATE_BATCH_WAIT_MS", "gate batch: or when the oldest waiting chunk has waited this long")
+    metrics_port: int = _setting(0, "EAGER_METRICS_PORT", "port of this process's /metrics (0: none); honcho's $PORT when unset", fallback_env="PORT")
+    metrics_addr: str = _setting("127.0.0.1", "EAGER_METRICS_ADDR", "address /metrics listens on (0.0.0.0 for a Prometheus on another host)")
     warm_interpreters: int = _setting(2, "EAGER_WARM_INTERPRETERS", "started interpreters each executor keeps ready for its next session")
 
     @classmethod

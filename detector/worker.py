@@ -8,6 +8,7 @@ the one stream it reads.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import redis.asyncio
 
@@ -15,6 +16,7 @@ from common.clock import now_ns
 from common.config import Settings
 from common.connection import MAX_BLOCK_MS, connect_async
 from common.consumer import serve_requests
+from common.metrics import serve_metrics
 from common.protocol import (
     DETECTOR_GROUP,
     ChunkReady,
@@ -30,6 +32,7 @@ from common.protocol import (
 )
 from common.streams import decode_entries, publish_async
 from detector import _events as events
+from detector import metrics
 from detector.core import NEED_DATA, Detector
 
 
@@ -92,18 +95,23 @@ async def follow(client: redis.asyncio.Redis, keys: Keys, settings: Settings, re
             # The producer owns the session deadline; if it is silent past it, the producer is gone.
             end = GenerationEnd(finish_reason=FinishReason.ERROR, at_ns=now_ns(), tokens=0,
                                 error="no end of generation before the session deadline (producer lost?)")
-            await publish_async(client, keys.chunks(session_id), detection.receive(end), settings.key_ttl_s)
+            out = detection.receive(end)
+            await publish_async(client, keys.chunks(session_id), out, settings.key_ttl_s)
+            metrics.observe_published(out, now_ns())
             return
         out: list[Message] = []
         finished = False
         for _, entry_id, message in decode_entries(response):
             cursor = entry_id
+            started = time.perf_counter()
             out.extend(detection.receive(message))
+            metrics.DELTA.observe(time.perf_counter() - started)
             finished = isinstance(message, GenerationEnd)
             if finished:
                 break
         if out:
             await publish_async(client, keys.chunks(session_id), out, settings.key_ttl_s)
+            metrics.observe_published(out, now_ns())
         if finished:
             return
 
@@ -119,6 +127,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         end = GenerationEnd(finish_reason=FinishReason.ERROR, at_ns=now_ns(), tokens=0, error=why)
         message = DetectionEnd(CodeStatus.REJECTED, 0, end, now_ns())
         await publish_async(client, keys.chunks(session_id), [message], settings.key_ttl_s)
+        metrics.observe_published([message], now_ns())
 
     try:
         await serve_requests(settings, "detector", DETECTOR_GROUP, handle, reject, stop)
@@ -127,4 +136,5 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
 
 def serve(settings: Settings) -> None:
+    serve_metrics(settings)
     asyncio.run(run(settings))

@@ -92,7 +92,7 @@ class LocalStack:
 
     def _ensure_stages(self) -> None:
         client, keys = connect(self.settings), Keys(self.settings.namespace)
-        env = {**os.environ, **self.settings.to_env()}
+        env = {**os.environ, **self.settings.to_env(), "EAGER_METRICS_PORT": "0"}  # a run's own stages serve no /metrics
         missing = [stage for stage in STAGES if not alive(client, keys, stage)]
         for stage in missing:
             for n in range(self.executors if stage == "executor" else 1):

@@ -10,13 +10,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from rq import Queue, Worker
 
+from common.clock import now_ns
 from common.config import Settings
 from common.connection import connect
 from common.heartbeat import process_name, start_beating
-from common.protocol import Keys
-from executor_pool import session  # noqa: F401  imported once here, not in every forked work horse
+from common.metrics import serve_metrics
+from common.protocol import Cancel, Gate, Keys, Message, SessionStatus, Summary, decode
+from common.streams import publish
+from executor_pool import metrics, session  # noqa: F401  session: imported once here, not in every forked horse
 from executor_pool.pool import InterpreterPool, hand_off, new_interpreter
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,8 @@ class PoolWorker(Worker):
     """Hands the next job's horse a warm interpreter, and retires it once the horse is gone."""
 
     pool: InterpreterPool
+    settings: Settings
+    client: redis.Redis
 
     def execute_job(self, job: Any, queue: Queue) -> None:
         interpreter = self.pool.take()
@@ -38,6 +44,31 @@ class PoolWorker(Worker):
             hand_off(None)
             if interpreter is not None:
                 self.pool.retire(interpreter)
+            self._after_session(*job.args[:3])
+
+    def _after_session(self, session_id: str, gate: str, submitted_ns: int) -> None:
+        """Observe the session from its streams; if its horse died without a summary, end it here."""
+        keys = Keys(self.settings.namespace)
+        try:
+            chunks = self._read(keys.chunks(session_id))
+            events = self._read(keys.events(session_id))
+            if not any(isinstance(event, Summary) for event in events):
+                events.append(self._end_orphan(keys, session_id, Gate(gate), submitted_ns))
+            metrics.observe_session(chunks, events)
+        except redis.RedisError:
+            log.exception("session %s: could not read or end it after its horse exited", session_id)
+
+    def _read(self, key: str) -> list[Message]:
+        return [decode(fields) for _, fields in self.client.xrange(key)]
+
+    def _end_orphan(self, keys: Keys, session_id: str, gate: Gate, submitted_ns: int) -> Summary:
+        """A killed horse publishes nothing more: stop the model and give the client its terminal event."""
+        ttl = self.settings.key_ttl_s
+        publish(self.client, keys.cancel(session_id), Cancel(SessionStatus.FAILED.value, "executor", now_ns()), ttl)
+        summary = Summary(status=SessionStatus.FAILED, gate=gate, submitted_ns=submitted_ns, finished_ns=now_ns(),
+                          stdout="", detail="the executor's work horse died before the session ended")
+        publish(self.client, keys.events(session_id), summary, ttl)
+        return summary
 
 
 def serve(settings: Settings, burst: bool = False) -> None:
@@ -46,7 +77,11 @@ def serve(settings: Settings, burst: bool = False) -> None:
     queue = Queue(keys.executor_queue, connection=connection)
     name = process_name()
     worker = PoolWorker([queue], connection=connection, name=f"{keys.namespace}-{name}")
+    worker.settings = settings
+    worker.client = connect(settings)
     worker.pool = InterpreterPool(settings.warm_interpreters, lambda: new_interpreter(settings)).start()
+    metrics.watch(worker.pool.ready, lambda: queue.count)
+    serve_metrics(settings)
     if not worker.pool.wait_filled(POOL_FILL_TIMEOUT_S):  # beat only once warm: the first session starts warm too
         log.warning("warm pool not filled after %.0f s; serving anyway", POOL_FILL_TIMEOUT_S)
     stop_beating = start_beating(connect(settings), keys, "executor", name)

@@ -21,6 +21,7 @@ from common.config import Settings
 from common.connection import MAX_BLOCK_MS
 from common.protocol import Cancel, Delta, FinishReason, GenerationEnd, Keys, SessionRequest
 from common.streams import decode_entries, publish_async
+from producer.metrics import observe_generation
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,11 @@ class Generation:
     finish_reason: FinishReason = FinishReason.STOP
     usage: dict | None = None
     completion_id: str | None = None
+    cancelled_by: str | None = None
 
     async def run(self) -> GenerationEnd:
         """Generate to the end, to a cancel, to an error or to the session deadline; publish the end marker."""
+        started_ns = now_ns()
         stream_task = asyncio.create_task(self._stream())
         cancel_task = asyncio.create_task(self._await_cancel())
         remaining = self.request.submitted_ns / 1e9 + self.settings.session_timeout_s - now_ns() / 1e9
@@ -64,6 +67,7 @@ class Generation:
                 await stream_task
             if cancel_task in done:
                 cancel = cancel_task.result()
+                self.cancelled_by = cancel.by
                 self.finish_reason = FinishReason.CANCELLED
                 cancel_latency_s = (now_ns() - cancel.at_ns) / 1e9
                 log.info("session %s cancelled by %s after %d tokens (%.1f ms to close)",
@@ -80,6 +84,7 @@ class Generation:
             usage=self.usage, completion_id=self.completion_id, error=error, cancel_latency_s=cancel_latency_s,
         )
         await publish_async(self.redis, self.keys.tokens(self.request.session_id), [end], self.settings.key_ttl_s)
+        observe_generation(self.request.model, started_ns, end, self.cancelled_by, self.request.max_tokens)
         return end
 
     async def _await_cancel(self) -> Cancel:

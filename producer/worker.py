@@ -8,6 +8,7 @@ from common.clock import now_ns
 from common.config import Settings
 from common.connection import connect_async
 from common.consumer import serve_requests
+from common.metrics import serve_metrics
 from common.protocol import PRODUCER_GROUP, FinishReason, GenerationEnd, Keys, SessionRequest
 from common.streams import publish_async
 from producer.generation import Generation, model_client
@@ -33,4 +34,5 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
 
 def serve(settings: Settings) -> None:
+    serve_metrics(settings)
     asyncio.run(run(settings))

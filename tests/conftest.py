@@ -9,6 +9,7 @@ import dataclasses
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +49,12 @@ def settings() -> Iterator[Settings]:
     _cleanup(settings)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def stage_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, **settings.to_env(), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
@@ -59,15 +66,19 @@ class ProcfileStack:
         self.settings = settings
         self.log_dir = log_dir
         self.processes: dict[str, subprocess.Popen] = {}
+        self.metrics_ports: dict[str, int] = {}
 
     def start(self) -> ProcfileStack:
         env = stage_env(self.settings)
+        del env["EAGER_METRICS_PORT"]  # as under honcho: each process serves /metrics on the $PORT it is given
         for line in (ROOT / "Procfile").read_text().splitlines():
             if not line.strip() or line.startswith("#"):
                 continue
             name, command = line.split(":", 1)
+            self.metrics_ports[name] = free_port()
             log = open(self.log_dir / f"{name}.log", "wb")
-            self.processes[name] = subprocess.Popen(shlex.split(command), env=env, cwd=ROOT, stdout=log,
+            self.processes[name] = subprocess.Popen(shlex.split(command), env={**env, "PORT": str(self.metrics_ports[name])},
+                                                    cwd=ROOT, stdout=log,
                                                     stderr=subprocess.STDOUT, start_new_session=True,
                                                     preexec_fn=die_with_parent(signal.SIGTERM))
         client = connect(self.settings)
@@ -95,21 +106,36 @@ class ProcfileStack:
                 process.wait()
 
 
-@pytest.fixture
-def replay_stack(settings: Settings, tmp_path: Path):
-    """Start a replay model serving `answers` and a Procfile stack pointed at it; yields (settings, server)."""
-    started: list[tuple[ReplayServer, ProcfileStack]] = []
+class ReplayStacks:
+    """Starts replay models and Procfile stacks pointed at them; `stack` is the last one started."""
 
-    def start(answers: dict[str, str], profile: SpeedProfile) -> tuple[Settings, ReplayServer]:
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.started: list[tuple[ReplayServer, ProcfileStack]] = []
+
+    def __call__(self, answers: dict[str, str], profile: SpeedProfile) -> tuple[Settings, ReplayServer]:
         server = ReplayServer(answers, profile).start()
-        configured = dataclasses.replace(settings, model_base_url=server.base_url)
-        stack = ProcfileStack(configured, tmp_path)
-        started.append((server, stack))
+        stack = ProcfileStack(dataclasses.replace(self.settings, model_base_url=server.base_url), self.log_dir)
+        self.started.append((server, stack))
         stack.start()
-        return configured, server
+        return stack.settings, server
 
-    yield start
-    for server, stack in started:
-        stack.stop()
-        server.stop()
+    @property
+    def stack(self) -> ProcfileStack:
+        return self.started[-1][1]
+
+    def stop(self) -> None:
+        for server, stack in self.started:
+            stack.stop()
+            server.stop()
+
+
+@pytest.fixture
+def replay_stack(settings: Settings, tmp_path: Path) -> Iterator[ReplayStacks]:
+    """`replay_stack(answers, profile)` starts a replay model serving `answers` and a Procfile stack pointed
+    at it, and returns (settings, server)."""
+    stacks = ReplayStacks(settings, tmp_path)
+    yield stacks
+    stacks.stop()
 
