@@ -4,6 +4,11 @@ Generation runs as an asyncio task beside a task blocked on the session's cancel
 stream. A cancel cancels the generation task, which interrupts whatever await it is in
 (even a read on a socket that has no token coming) and closes the HTTP response, so
 the model server sees the disconnect at once instead of at the next token.
+
+Cancelling a task is not enough on its own: redis-py swallows a CancelledError that
+lands while it opens a connection (redis/redis-py#2028, #2551; still so in 8.1), and
+the task then runs on. So both tasks also stop at `settled`, checked between awaits:
+a swallowed cancel costs at most one bounded Redis read or one token.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import openai
 import redis.asyncio
@@ -47,36 +52,19 @@ class Generation:
     usage: dict | None = None
     completion_id: str | None = None
     cancelled_by: str | None = None
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # the outcome is known: both tasks stop
 
     async def run(self) -> GenerationEnd:
         """Generate to the end, to a cancel, to an error or to the session deadline; publish the end marker."""
         started_ns = now_ns()
         stream_task = asyncio.create_task(self._stream())
         cancel_task = asyncio.create_task(self._await_cancel())
-        remaining = self.request.submitted_ns / 1e9 + self.settings.session_timeout_s - now_ns() / 1e9
-        done, _ = await asyncio.wait({stream_task, cancel_task}, timeout=max(remaining, 0.0),
-                                     return_when=asyncio.FIRST_COMPLETED)
-        error: str | None = None
-        cancel_latency_s: float | None = None
-        if stream_task in done:
-            cancel_task.cancel()
-            error = stream_task.result()
-        else:
+        try:
+            error, cancel_latency_s = await self._settle(stream_task, cancel_task)
+        finally:
+            self.settled.set()
             stream_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stream_task
-            if cancel_task in done:
-                cancel = cancel_task.result()
-                self.cancelled_by = cancel.by
-                self.finish_reason = FinishReason.CANCELLED
-                cancel_latency_s = (now_ns() - cancel.at_ns) / 1e9
-                log.info("session %s cancelled by %s after %d tokens (%.1f ms to close)",
-                         self.request.session_id, cancel.by, self.tokens, cancel_latency_s * 1e3)
-            else:
-                cancel_task.cancel()
-                error = f"session exceeded {self.settings.session_timeout_s} s during generation"
-        with contextlib.suppress(asyncio.CancelledError):
-            await cancel_task
+            cancel_task.cancel()
         if error is not None:
             self.finish_reason = FinishReason.ERROR
         end = GenerationEnd(
@@ -85,15 +73,38 @@ class Generation:
         )
         await publish_async(self.redis, self.keys.tokens(self.request.session_id), [end], self.settings.key_ttl_s)
         observe_generation(self.request.model, started_ns, end, self.cancelled_by, self.request.max_tokens)
+        await asyncio.gather(cancel_task, return_exceptions=True)  # after the end is out: it never waits on this
         return end
 
-    async def _await_cancel(self) -> Cancel:
+    async def _settle(self, stream_task: asyncio.Task, cancel_task: asyncio.Task) -> tuple[str | None, float | None]:
+        """Wait for whichever comes first; returns (error, seconds from the cancel to the closed stream)."""
+        remaining = self.request.submitted_ns / 1e9 + self.settings.session_timeout_s - now_ns() / 1e9
+        done, _ = await asyncio.wait({stream_task, cancel_task}, timeout=max(remaining, 0.0),
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if stream_task in done:
+            return stream_task.result(), None
+        self.settled.set()
+        stream_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stream_task
+        if cancel_task not in done:
+            return f"session exceeded {self.settings.session_timeout_s} s during generation", None
+        cancel = cancel_task.result()
+        self.cancelled_by = cancel.by
+        self.finish_reason = FinishReason.CANCELLED
+        cancel_latency_s = (now_ns() - cancel.at_ns) / 1e9
+        log.info("session %s cancelled by %s after %d tokens (%.1f ms to close)",
+                 self.request.session_id, cancel.by, self.tokens, cancel_latency_s * 1e3)
+        return None, cancel_latency_s
+
+    async def _await_cancel(self) -> Cancel | None:
         key, cursor = self.keys.cancel(self.request.session_id), "0-0"
-        while True:
+        while not self.settled.is_set():
             for _, entry_id, message in decode_entries(await self.redis.xread({key: cursor}, count=1, block=MAX_BLOCK_MS)):
                 cursor = entry_id
                 if isinstance(message, Cancel):
                     return message
+        return None
 
     async def _open(self):  # type: ignore[no-untyped-def]
         request = self.request
@@ -110,6 +121,8 @@ class Generation:
             stream = await self._open()
             try:
                 async for event in stream:
+                    if self.settled.is_set():
+                        break
                     await self._receive(event)
             finally:
                 await stream.close()
