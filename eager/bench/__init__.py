@@ -1,0 +1,1 @@
+"""Benchmarks: the harness, the latency model and the reports."""
