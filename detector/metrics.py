@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 from common.metrics import COUNT_BUCKETS, LATENCY_BUCKETS
-from common.protocol import ChunkReady, DetectionEnd, Message
+from common.protocol import ChunkReady, CodeStatus, DetectionEnd, Message
 
 DELTA = Histogram("eager_detector_delta_seconds", "Detector core time for one delta (extraction, parse, rules)",
                   buckets=LATENCY_BUCKETS)
@@ -14,6 +14,8 @@ LAG = Histogram("eager_detector_lag_seconds",
                 buckets=LATENCY_BUCKETS)
 CHUNKS_PER_SESSION = Histogram("eager_detector_chunks_per_session", "Chunks emitted per session", buckets=COUNT_BUCKETS)
 SESSIONS = Counter("eager_detector_sessions_total", "Sessions by how their code ended", ["status"])
+for _status in CodeStatus:  # every series from the start, so rate() sees the first of each
+    SESSIONS.labels(_status.value)
 
 
 def observe_published(messages: list[Message], published_ns: int) -> None:

@@ -14,7 +14,16 @@ from collections.abc import Callable
 from prometheus_client import Counter, Gauge, Histogram
 
 from common.metrics import COUNT_BUCKETS, LATENCY_BUCKETS, seconds_between
-from common.protocol import BatchFinished, BatchStarted, ChunkReady, Message, SessionStarted, SessionStatus, Summary
+from common.protocol import (
+    BatchFinished,
+    BatchStarted,
+    ChunkReady,
+    Gate,
+    Message,
+    SessionStarted,
+    SessionStatus,
+    Summary,
+)
 
 SESSIONS = Counter("eager_executor_sessions_total", "Sessions by gate policy and terminal status", ["gate", "status"])
 END_TO_END = Histogram("eager_executor_end_to_end_seconds", "From the request to the last execution result",
@@ -34,6 +43,20 @@ QUEUE_DEPTH = Gauge("eager_executor_queue_depth", "Sessions enqueued and not yet
 
 KILLED = frozenset({SessionStatus.TIMEOUT, SessionStatus.LIMIT_EXCEEDED, SessionStatus.INTERPRETER_DIED,
                     SessionStatus.CANCELLED})
+
+
+def _declare() -> None:
+    """Every series exists from the start at zero: rate() sees a first event only as a step from a value."""
+    for gate in Gate:
+        for status in SessionStatus:
+            SESSIONS.labels(gate.value, status.value)
+        for histogram in (END_TO_END, NON_OVERLAPPED, DISPATCH, BATCH, BATCH_CHUNKS):
+            histogram.labels(gate.value)
+    for reason in KILLED:
+        SANDBOX_KILLS.labels(reason.value)
+
+
+_declare()
 
 
 def watch(warm: Callable[[], float], queued: Callable[[], float]) -> None:

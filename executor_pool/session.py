@@ -177,12 +177,12 @@ class SessionRunner:
         timeout = min(self.settings.batch_timeout_s, max(remaining_s, 0.001))
         try:
             result = interpreter.run(batch.code, batch.first_line, on_output, timeout=timeout)
-        except BatchTimeout:
-            return _Stop(SessionStatus.TIMEOUT, detail=f"batch {batch.number} ran longer than {timeout:.3f} s")
-        except LimitExceeded as exc:
-            return _Stop(SessionStatus.LIMIT_EXCEEDED, detail=str(exc))
-        except InterpreterDied as exc:
-            return _Stop(SessionStatus.INTERPRETER_DIED, detail=str(exc))
+        except (BatchTimeout, LimitExceeded, InterpreterDied) as exc:
+            self._execution_end_ns = now_ns()  # a killed batch ends at its kill: the session's latency includes it
+            if isinstance(exc, BatchTimeout):
+                return _Stop(SessionStatus.TIMEOUT, detail=f"batch {batch.number} ran longer than {timeout:.3f} s")
+            status = SessionStatus.LIMIT_EXCEEDED if isinstance(exc, LimitExceeded) else SessionStatus.INTERPRETER_DIED
+            return _Stop(status, detail=str(exc))
         self._publish(BatchFinished(batch.number, result.ok, result.started_ns, result.finished_ns))
         self._execution_end_ns = result.finished_ns
         self._busy_ns += result.finished_ns - result.started_ns

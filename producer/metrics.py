@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 from common.metrics import LATENCY_BUCKETS, RATE_BUCKETS, seconds_between
-from common.protocol import GenerationEnd
+from common.protocol import FinishReason, GenerationEnd
 
 TIME_TO_FIRST_TOKEN = Histogram("eager_producer_time_to_first_token_seconds",
                                 "From sending the request to the model to its first token", ["model"],
@@ -22,6 +22,17 @@ BUDGET_SPARED = Counter("eager_producer_token_budget_spared_total",
                         "the tokens a cancel spared (the true count is unknowable once the stream is closed)", ["model"])
 CANCEL_LATENCY = Histogram("eager_producer_cancel_latency_seconds",
                            "From a cancel being published to the model's stream being closed", buckets=LATENCY_BUCKETS)
+
+
+def declare(model: str) -> None:
+    """Every series of the configured model from the start, so rate() sees the first of each (a request
+    naming another model adds its own series as it comes)."""
+    for by in ("executor", "client"):
+        CANCELS.labels(by)
+    for reason in FinishReason:
+        GENERATIONS.labels(model, reason.value)
+    for metric in (TIME_TO_FIRST_TOKEN, GENERATION, TOKENS_PER_SECOND, TOKENS, BUDGET_SPARED):
+        metric.labels(model)
 
 
 def observe_generation(model: str, started_ns: int, end: GenerationEnd, cancelled_by: str | None,

@@ -11,6 +11,7 @@ from common.consumer import serve_requests
 from common.metrics import serve_metrics
 from common.protocol import PRODUCER_GROUP, FinishReason, GenerationEnd, Keys, SessionRequest
 from common.streams import publish_async
+from producer import metrics
 from producer.generation import Generation, model_client
 
 
@@ -34,5 +35,6 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
 
 def serve(settings: Settings) -> None:
+    metrics.declare(settings.model)
     serve_metrics(settings)
     asyncio.run(run(settings))

@@ -54,6 +54,7 @@ def test_each_misbehaviour_ends_typed_and_the_next_session_on_the_worker_works(r
             assert summary.error["type"] == "BlockingIOError" and summary.error["line"] == 3
         if name == "infinite-loop":
             assert summary.stdout == "spinning\n" and "ran longer than" in summary.detail
+            assert summary.e2e_s >= settings.batch_timeout_s  # the killed batch's time counts in the latency
         if name == "os-exit":
             assert summary.stdout == "bye\n" and "exited with status 3" in summary.detail
         if name == "segfault":
