@@ -58,6 +58,16 @@ class Keys:
 
     namespace: str = "eager"
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.namespace, str) or not _SESSION_ID.fullmatch(self.namespace):
+            raise ProtocolError(f"invalid namespace {self.namespace!r}: want 1-64 of [A-Za-z0-9_-] "
+                                "(it names the executor queue and jobs too)")
+
+    @property
+    def pattern(self) -> str:
+        """Matches every key of this namespace (RQ's own keys aside)."""
+        return f"{self.namespace}:*"
+
     @property
     def requests(self) -> str:
         return f"{self.namespace}:requests"

@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
 # Set up this checkout on a fresh Debian machine: system packages, a running Redis, the Python env.
 # Idempotent: what is already there is left alone. Used by the README's main command and by .ci/run.
+# --bench also builds .venv-sandbox: the system Python (which sandbox users can run) with the packages
+# the benchmark tasks import, used by `eager bench` as the interpreter for generated code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bench=0
+for arg in "$@"; do
+  case "$arg" in
+    --bench) bench=1 ;;
+    *) echo "usage: deploy/setup.sh [--bench]" >&2; exit 2 ;;
+  esac
+done
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)  # the observability tests scrape the stack with it
+if [ "$bench" = 1 ]; then /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv); fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} (apt)"
   as_root apt-get update -qq
@@ -36,5 +46,13 @@ if ! redis_up; then
     --logfile /tmp/eager-redis/redis.log
   for _ in $(seq 50); do redis_up && break; sleep 0.1; done
   redis_up || { echo "setup: redis-server did not come up" >&2; exit 1; }
+fi
+if [ "$bench" = 1 ]; then
+  if [ ! -x .venv-sandbox/bin/python ]; then
+    echo "setup: creating .venv-sandbox with the system $(/usr/bin/python3 --version)"
+    /usr/bin/python3 -m venv .venv-sandbox
+  fi
+  echo "setup: installing the benchmark tasks' packages into .venv-sandbox"
+  .venv-sandbox/bin/pip install -q --disable-pip-version-check numpy pandas scipy scikit-learn
 fi
 echo "setup: ready (.venv/bin/eager)"

@@ -241,6 +241,39 @@ def demo(ttft: float, tps: float, jitter: float, seed: int) -> None:
 
 
 @main.command()
+@click.option("--suite", "suites", multiple=True, default=("ds1000", "humaneval"), show_default=True,
+              type=click.Choice(["ds1000", "humaneval"]), help="task sets (benchmarks/tasks/)")
+@click.option("--profile", "profiles", multiple=True, default=("api-fast", "served-mid", "local-slow"),
+              show_default=True, type=click.Choice(["api-fast", "served-mid", "local-slow"]),
+              help="speed profiles (README, Benchmarks)")
+@click.option("--gate", "gates", multiple=True, default=("serial", "eager", "batch"), show_default=True,
+              type=click.Choice([g.value for g in Gate]), help="serial always runs: the rest are measured against it")
+@click.option("--tasks", "per_suite", type=click.IntRange(1), help="tasks per set, spread over it (default: all)")
+@click.option("--quick", is_flag=True, help="3 ds1000 and 2 humaneval tasks, profiles api-fast and served-mid")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/results"),
+              show_default=True)
+def bench(suites: tuple[str, ...], profiles: tuple[str, ...], gates: tuple[str, ...], per_suite: int | None,
+          quick: bool, out: Path) -> None:
+    """Replay benchmark answers through the stack under each speed profile and gate; report vs serial and ideal."""
+    from eager.bench import suite
+
+    _exit_on_sigterm()
+    settings = suite.interpreter_for(_settings())
+    chosen = suite.plan(settings, suites, profiles, [Gate(g) for g in {"serial", *gates}], per_suite, quick)
+    for task_id, missing in sorted(chosen.skipped.items()):
+        click.echo(f"skipped {task_id}: the interpreter lacks {', '.join(sorted(missing))} "
+                   "(deploy/setup.sh --bench installs them)", err=True)
+    if not chosen.tasks:
+        raise click.UsageError("no task can run with this interpreter")
+    with click.progressbar(length=chosen.runs, label=f"{len(chosen.tasks)} tasks x {len(chosen.profiles)} profiles "
+                           f"x {len(chosen.gates)} gates", file=sys.stderr) as progress:
+        runs = suite.run(settings, chosen, lambda _: progress.update(1))
+    written = suite.write(runs, out)
+    click.echo(written[0].read_text())
+    click.echo("wrote " + ", ".join(str(path) for path in written))
+
+
+@main.command()
 @click.option("--deltas", "deltas_file", type=click.File("r"), required=True,
               help="one JSON string per line: the answer's deltas in order")
 @click.option("--raw", is_flag=True, help="the answer is bare code (completion model), not markdown")

@@ -42,9 +42,11 @@ def _wait(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-un
 class LocalStack:
     """Context manager yielding the settings to use (the Redis URL may be a private one)."""
 
-    def __init__(self, settings: Settings, executors: int = 1) -> None:
+    def __init__(self, settings: Settings, executors: int = 1, forget: bool = False) -> None:
+        """`forget`: the namespace is this stack's alone; delete its keys once its stages have stopped."""
         self.settings = settings
         self.executors = executors
+        self.forget = forget
         self._dir = Path(tempfile.mkdtemp(prefix="eager-stack-"))
         self._processes: list[tuple[str, subprocess.Popen]] = []
         self._redis: subprocess.Popen | None = None
@@ -113,6 +115,10 @@ class LocalStack:
         """Stages first (they still talk to Redis on the way out), then Redis."""
         stages = [process for _, process in self._processes if process is not self._redis]
         _stop_all(stages)
+        if self.forget and self._redis is None and ping(self.settings):
+            client = connect(self.settings)
+            client.delete(*client.scan_iter(Keys(self.settings.namespace).pattern, count=1000))
+            client.close()
         _stop_all([self._redis] if self._redis else [])
         self._processes.clear()
         shutil.rmtree(self._dir, ignore_errors=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 from rq import Queue, Worker
+from rq.job import JobStatus
 
 from common.clock import now_ns
 from common.config import Settings
@@ -44,15 +45,16 @@ class PoolWorker(Worker):
             hand_off(None)
             if interpreter is not None:
                 self.pool.retire(interpreter)
-            self._after_session(*job.args[:3])
+            self._after_session(job, *job.args[:3])
 
-    def _after_session(self, session_id: str, gate: str, submitted_ns: int) -> None:
-        """Observe the session from its streams; if its horse died without a summary, end it here."""
+    def _after_session(self, job: Any, session_id: str, gate: str, submitted_ns: int) -> None:
+        """Observe the session from its streams; if its horse died before the summary, end the session here."""
         keys = Keys(self.settings.namespace)
         try:
             chunks = self._read(keys.chunks(session_id))
             events = self._read(keys.events(session_id))
-            if not any(isinstance(event, Summary) for event in events):
+            returned = job.get_status(refresh=True) == JobStatus.FINISHED  # run_session published its own end
+            if not returned and not any(isinstance(event, Summary) for event in events):
                 events.append(self._end_orphan(keys, session_id, Gate(gate), submitted_ns))
             metrics.observe_session(chunks, events)
         except redis.RedisError:

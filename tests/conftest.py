@@ -33,7 +33,7 @@ BIN = Path(sys.executable).parent
 def _cleanup(settings: Settings) -> None:
     client = connect(settings)
     keys = Keys(settings.namespace)
-    doomed = list(client.scan_iter(f"{settings.namespace}:*", count=1000))
+    doomed = list(client.scan_iter(keys.pattern, count=1000))
     doomed += list(client.scan_iter(f"rq:*{keys.executor_queue}*", count=1000))
     doomed += list(client.scan_iter(f"rq:*{settings.namespace}-session-*", count=1000))
     if doomed:
