@@ -31,6 +31,7 @@ class Settings:
     key_ttl_s: int = _setting(3600, "EAGER_KEY_TTL_S", "expiry of every per-session key")
     session_timeout_s: float = _setting(300.0, "EAGER_SESSION_TIMEOUT_S", "wall time of a whole session, generation included")
     batch_timeout_s: float = _setting(60.0, "EAGER_BATCH_TIMEOUT_S", "wall time of one batch in the interpreter")
+    lease_s: float = _setting(3.0, "EAGER_LEASE_S", "a stage that stops renewing its lease on a session for this long is presumed dead, and the session ends")
     cancel_wait_s: float = _setting(2.0, "EAGER_CANCEL_WAIT_S", "how long an executor waits, after cancelling, to learn how generation ended")
     interpreter_python: str = _setting("", "EAGER_INTERPRETER_PYTHON", "the Python that runs generated code (the sandbox user must be able to run it)")
     sandbox_cpu_s: int = _setting(300, "EAGER_SANDBOX_CPU_S", "CPU seconds of each sandboxed process (RLIMIT_CPU; past it the session ends limit_exceeded)")

@@ -9,16 +9,17 @@ a reader refuses a version it does not know rather than guessing.
 
 Keys (``<ns>`` is the namespace, ``eager`` by default):
 
-================================  ======  =====================================================
-key                               type    content
-================================  ======  =====================================================
-``<ns>:requests``                 stream  SessionRequest; consumer groups ``producer`` and ``detector``
-``<ns>:{<session>}:tokens``       stream  Delta* then GenerationEnd (producer -> detector, client)
-``<ns>:{<session>}:chunks``       stream  ChunkReady* [CodeInvalid] then DetectionEnd (detector -> executor)
-``<ns>:{<session>}:cancel``       stream  Cancel (executor or client -> producer)
-``<ns>:{<session>}:events``       stream  SessionStarted, GateDecision*, Batch*, Output, ExecutionError, Summary (executor -> client)
-``<ns>:stages:<stage>``           zset    process name -> last heartbeat (ms); who is alive
-================================  ======  =====================================================
+==================================  ======  =====================================================
+key                                 type    content
+==================================  ======  =====================================================
+``<ns>:requests``                   stream  SessionRequest; consumer groups ``producer`` and ``detector``
+``<ns>:{<session>}:tokens``         stream  Delta* then GenerationEnd (producer -> detector, client)
+``<ns>:{<session>}:chunks``         stream  ChunkReady* [CodeInvalid] then DetectionEnd (detector -> executor)
+``<ns>:{<session>}:cancel``         stream  Cancel (executor or client -> producer)
+``<ns>:{<session>}:events``         stream  SessionStarted, GateDecision*, Batch*, Output, ExecutionError, Summary (executor -> client)
+``<ns>:{<session>}:lease:<stage>``  string  the process working on the session for that stage; expires unless renewed
+``<ns>:stages:<stage>``             zset    process name -> last heartbeat (ms); who is alive
+==================================  ======  =====================================================
 
 RQ's own keys (``rq:*``) hold the executor queue ``<ns>-executor`` and jobs ``<ns>-session-<session>``.
 """
@@ -87,8 +88,14 @@ class Keys:
     def events(self, session_id: str) -> str:
         return self._session(session_id, "events")
 
+    def lease(self, session_id: str, stage: str) -> str:
+        if stage not in STAGES:
+            raise ProtocolError(f"unknown stage {stage!r}")
+        return self._session(session_id, f"lease:{stage}")
+
     def session_keys(self, session_id: str) -> tuple[str, ...]:
-        return (self.tokens(session_id), self.chunks(session_id), self.cancel(session_id), self.events(session_id))
+        return (self.tokens(session_id), self.chunks(session_id), self.cancel(session_id), self.events(session_id),
+                *(self.lease(session_id, stage) for stage in STAGES))
 
     def stage_heartbeats(self, stage: str) -> str:
         if stage not in STAGES:

@@ -16,6 +16,7 @@ from common.clock import now_ns
 from common.config import Settings
 from common.connection import MAX_BLOCK_MS, connect_async
 from common.consumer import serve_requests
+from common.lease import Watch
 from common.metrics import serve_metrics
 from common.protocol import (
     DETECTOR_GROUP,
@@ -34,6 +35,8 @@ from common.streams import decode_entries, publish_async
 from detector import _events as events
 from detector import metrics
 from detector.core import NEED_DATA, Detector
+
+PRODUCER_GRACE_LEASES = 3  # a session no producer has taken after this many lease periods has none to take it
 
 
 class SessionDetection:
@@ -85,20 +88,24 @@ async def follow(client: redis.asyncio.Redis, keys: Keys, settings: Settings, re
     detection = SessionDetection(raw=request.raw)
     cursor = "0-0"
     deadline_ns = request.submitted_ns + int(settings.session_timeout_s * 1e9)
+    producer = Watch(request.submitted_ns, grace_s=PRODUCER_GRACE_LEASES * settings.lease_s)
     while True:
         remaining_ms = (deadline_ns - now_ns()) // 1_000_000
         block_ms = max(1, min(remaining_ms, MAX_BLOCK_MS))
         response = await client.xread({keys.tokens(session_id): cursor}, count=512, block=block_ms)
-        if not response and remaining_ms > MAX_BLOCK_MS:
-            continue
         if not response:
-            # The producer owns the session deadline; if it is silent past it, the producer is gone.
-            end = GenerationEnd(finish_reason=FinishReason.ERROR, at_ns=now_ns(), tokens=0,
-                                error="no end of generation before the session deadline (producer lost?)")
+            why = await _why_silent(client, keys, settings, session_id, producer, remaining_ms)
+            if why is None:
+                continue
+            # a producer publishes its end before it releases its lease: read once more before giving up
+            response = await client.xread({keys.tokens(session_id): cursor}, count=512)
+        if not response:
+            end = GenerationEnd(finish_reason=FinishReason.ERROR, at_ns=now_ns(), tokens=0, error=why)
             out = detection.receive(end)
             await publish_async(client, keys.chunks(session_id), out, settings.key_ttl_s)
             metrics.observe_published(out, now_ns())
             return
+        producer.confirm()  # tokens: a producer took the session
         out: list[Message] = []
         finished = False
         for _, entry_id, message in decode_entries(response):
@@ -114,6 +121,18 @@ async def follow(client: redis.asyncio.Redis, keys: Keys, settings: Settings, re
             metrics.observe_published(out, now_ns())
         if finished:
             return
+
+
+async def _why_silent(client: redis.asyncio.Redis, keys: Keys, settings: Settings, session_id: str,
+                      producer: Watch, remaining_ms: int) -> str | None:
+    """Why no token will come any more, or None while one still may."""
+    if remaining_ms <= MAX_BLOCK_MS:  # the producer owns the deadline: silent past it, it is gone
+        return "no end of generation before the session deadline (producer lost?)"
+    if not producer.lost(bool(await client.exists(keys.lease(session_id, "producer"))), now_ns()):
+        return None
+    if producer.seen:
+        return f"the producer stopped renewing its lease for {settings.lease_s} s (killed or lost) mid-generation"
+    return f"no producer took the session within {PRODUCER_GRACE_LEASES * settings.lease_s} s (none running?)"
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:

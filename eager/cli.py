@@ -249,7 +249,7 @@ def demo(ttft: float, tps: float, jitter: float, seed: int) -> None:
 @click.option("--gate", "gates", multiple=True, default=("serial", "eager", "batch"), show_default=True,
               type=click.Choice([g.value for g in Gate]), help="serial always runs: the rest are measured against it")
 @click.option("--tasks", "per_suite", type=click.IntRange(1), help="tasks per set, spread over it (default: all)")
-@click.option("--quick", is_flag=True, help="3 ds1000 and 2 humaneval tasks, profiles api-fast and served-mid")
+@click.option("--quick", is_flag=True, help="3 ds1000 tasks and 1 humaneval task, profiles api-fast and served-mid")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/results"),
               show_default=True)
 def bench(suites: tuple[str, ...], profiles: tuple[str, ...], gates: tuple[str, ...], per_suite: int | None,

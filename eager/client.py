@@ -6,6 +6,7 @@ executor's fork and interpreter start overlap the model's time to first token.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterator
 
@@ -14,6 +15,7 @@ from rq import Queue
 from common.clock import now_ns
 from common.config import Settings
 from common.connection import MAX_BLOCK_MS, connect
+from common.lease import RENEWALS_PER_PERIOD, Watch
 from common.protocol import Cancel, Gate, Keys, Message, SessionRequest, SessionStatus, Summary, encode
 from common.streams import decode_entries, publish
 
@@ -33,27 +35,52 @@ class Session:
 
     def events(self, tokens: bool = True) -> Iterator[Message]:
         """Every event of the session in arrival order (deltas, chunks, batches, output, errors), ending
-        with its Summary. If none arrives in time, a TIMEOUT summary is made here: the caller always
-        gets a terminal event."""
-        keys, redis = self._client.keys, self._client.redis
+        with its Summary. The caller always gets a terminal event: if the executor running the session
+        stops renewing its lease, a `failed` Summary is published here (and the model stopped); if none
+        arrives by the session deadline, a TIMEOUT summary is made here."""
+        keys, redis, settings = self._client.keys, self._client.redis, self._client.settings
         streams = [keys.chunks(self.id), keys.events(self.id)] + ([keys.tokens(self.id)] if tokens else [])
         cursors = {key: "0-0" for key in streams}
-        deadline_ns = self.request.submitted_ns + int((self._client.settings.session_timeout_s + TERMINAL_GRACE_S) * 1e9)
-        while True:
-            block_ms = (deadline_ns - now_ns()) // 1_000_000
-            if block_ms <= 0:
-                self.summary = Summary(
-                    status=SessionStatus.TIMEOUT, gate=self.request.gate, submitted_ns=self.request.submitted_ns,
-                    finished_ns=now_ns(), stdout="", detail="no terminal event from the executor in time",
-                )
-                yield self.summary
-                return
-            for key, entry_id, message in decode_entries(redis.xread(cursors, count=512, block=min(block_ms, MAX_BLOCK_MS))):
+        deadline_ns = self.request.submitted_ns + int((settings.session_timeout_s + TERMINAL_GRACE_S) * 1e9)
+        executor = Watch(self.request.submitted_ns, grace_s=math.inf)  # queued is not lost: only a lapsed lease is
+        check_every_ns, checked_ns = int(settings.lease_s / RENEWALS_PER_PERIOD * 1e9), 0
+
+        def read(block_ms: int | None) -> Iterator[Message]:
+            for key, entry_id, message in decode_entries(redis.xread(cursors, count=512, block=block_ms)):
                 cursors[key] = entry_id
-                yield message
                 if isinstance(message, Summary):
                     self.summary = message
+                yield message
+                if self.summary is not None:
                     return
+
+        while self.summary is None:
+            now = now_ns()
+            if now >= deadline_ns:
+                self.summary = self._terminal(SessionStatus.TIMEOUT, "no terminal event from the executor in time")
+                yield self.summary
+                return
+            if now - checked_ns >= check_every_ns:
+                checked_ns = now
+                if executor.lost(bool(redis.exists(keys.lease(self.id, "executor"))), now):
+                    yield from read(None)  # the executor's summary precedes its lease's release
+                    if self.summary is None:
+                        self.summary = self._end_abandoned()
+                        yield self.summary
+                    return
+            yield from read(min((deadline_ns - now) // 1_000_000, check_every_ns // 1_000_000, MAX_BLOCK_MS) or 1)
+
+    def _terminal(self, status: SessionStatus, detail: str) -> Summary:
+        return Summary(status=status, gate=self.request.gate, submitted_ns=self.request.submitted_ns,
+                       finished_ns=now_ns(), stdout="", detail=detail)
+
+    def _end_abandoned(self) -> Summary:
+        """The executor died mid-session: stop the model, and record the end where every reader sees it."""
+        self.cancel("the executor running the session was lost")
+        summary = self._terminal(SessionStatus.FAILED, f"the executor stopped renewing its lease for "
+                                 f"{self._client.settings.lease_s} s (killed or lost) before the session ended")
+        publish(self._client.redis, self._client.keys.events(self.id), summary, self._client.settings.key_ttl_s)
+        return summary
 
     def result(self) -> Summary:
         """Wait for the end of the session."""

@@ -17,6 +17,8 @@ import redis
 from common.clock import now_ns
 from common.config import Settings
 from common.connection import MAX_BLOCK_MS, connect
+from common.heartbeat import process_name
+from common.lease import held
 from common.protocol import (
     BatchFinished,
     BatchStarted,
@@ -63,9 +65,11 @@ def run_session(session_id: str, gate: str, submitted_ns: int, batch_chunks: int
                 batch_wait_ms: int | None = None) -> str:
     """The RQ job function; returns the terminal status. The batch limits are the session's own, if it chose."""
     settings = Settings.from_env()
-    runner = SessionRunner(connect(settings), Keys(settings.namespace), settings, session_id, Gate(gate), submitted_ns,
-                           batch_chunks, batch_wait_ms)
-    return runner.run().value
+    client, keys = connect(settings), Keys(settings.namespace)
+    with held(client, keys.lease(session_id, "executor"), process_name(), settings.lease_s):
+        runner = SessionRunner(client, keys, settings, session_id, Gate(gate), submitted_ns, batch_chunks,
+                               batch_wait_ms)
+        return runner.run().value
 
 
 @dataclass

@@ -23,7 +23,7 @@ from common.config import Settings
 from common.connection import connect
 from common.heartbeat import alive
 from common.lifetime import die_with_parent
-from common.protocol import STAGES, Keys
+from common.protocol import Keys
 from eager.replay import ReplayServer, SpeedProfile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,27 +69,38 @@ class ProcfileStack:
         self.metrics_ports: dict[str, int] = {}
 
     def start(self) -> ProcfileStack:
+        for name in self.commands():
+            self.spawn(name)
+        self.wait_alive()
+        return self
+
+    @staticmethod
+    def commands() -> dict[str, str]:
+        lines = (line for line in (ROOT / "Procfile").read_text().splitlines() if line.strip() and line[0] != "#")
+        return {name.strip(): command for name, command in (line.split(":", 1) for line in lines)}
+
+    def spawn(self, name: str) -> subprocess.Popen:
+        """Start (or start again) one Procfile process; as under honcho, it serves /metrics on its $PORT."""
         env = stage_env(self.settings)
-        del env["EAGER_METRICS_PORT"]  # as under honcho: each process serves /metrics on the $PORT it is given
-        for line in (ROOT / "Procfile").read_text().splitlines():
-            if not line.strip() or line.startswith("#"):
-                continue
-            name, command = line.split(":", 1)
-            self.metrics_ports[name] = free_port()
-            log = open(self.log_dir / f"{name}.log", "wb")
-            self.processes[name] = subprocess.Popen(shlex.split(command), env={**env, "PORT": str(self.metrics_ports[name])},
-                                                    cwd=ROOT, stdout=log,
-                                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                                    preexec_fn=die_with_parent(signal.SIGTERM))
-        client = connect(self.settings)
+        del env["EAGER_METRICS_PORT"]
+        self.metrics_ports[name] = free_port()
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen(
+                shlex.split(self.commands()[name]), env={**env, "PORT": str(self.metrics_ports[name])}, cwd=ROOT,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
+        return self.processes[name]
+
+    def wait_alive(self) -> None:
+        """Until each process beats under its own name (a killed predecessor's beat does not count)."""
+        client, keys = connect(self.settings), Keys(self.settings.namespace)
         deadline = time.monotonic() + 30
-        while not all(alive(client, Keys(self.settings.namespace), stage) for stage in STAGES):
+        while not all(f"{socket.gethostname()}:{process.pid}" in alive(client, keys, name)
+                      for name, process in self.processes.items()):
             for name, process in self.processes.items():
                 assert process.poll() is None, f"{name} died:\n{self.log(name)}"
             assert time.monotonic() < deadline, "stages did not start beating"
             time.sleep(0.05)
         client.close()
-        return self
 
     def log(self, name: str) -> str:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import ast
 import bisect
-import io
 import random
 import re
-import tokenize
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from detector._events import Chunk, CodeEnded, CodeInvalid
+from detector._fences import ends_inside_string
 from detector.core import NEED_DATA, Detector
 
 NEWLINES = ("\r\n", "\n", "\r")
@@ -171,17 +170,6 @@ class Extraction:
         raise KeyError(line)
 
 
-def _in_open_string(code: str) -> bool:
-    try:
-        for _ in tokenize.generate_tokens(io.StringIO(code).readline):
-            pass
-    except tokenize.TokenError as error:
-        return "string" in str(error.args[0])
-    except SyntaxError:
-        return False
-    return False
-
-
 def extract(answer: str, raw: bool = False) -> Extraction:
     """The program the detector should run, with where each of its lines sits in the answer."""
     spans, at = [], 0
@@ -204,7 +192,7 @@ def extract(answer: str, raw: bool = False) -> Extraction:
         indent, opener, runnable, first, code = fence
         m = CLOSE.match(body)
         if (m and m.group(1)[0] == opener[0] and len(m.group(1)) >= len(opener)
-                and not (runnable and _in_open_string(code))):
+                and not (runnable and ends_inside_string(code))):
             if runnable:
                 blocks.append(Block(first, len(lines), start + m.start(1), end, body != text))
             fence = None

@@ -4,19 +4,30 @@ terminal event, and the stack serves the next session."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
+import time
 
 import psutil
 import pytest
 
-from common.protocol import Output, SessionStarted, SessionStatus, Summary
+from common.config import Settings
+from common.protocol import ChunkReady, Output, SessionStarted, SessionStatus, Summary, decode
 from eager.client import Client
 from eager.replay import SpeedProfile
 from tests.helpers import answer_of, collect
 
 SLEEPER = answer_of("import time\nprint('started', flush=True)\ntime.sleep(60)\nprint('never')\n")
 QUICK = answer_of("print(6 * 7)\n")
+LONG = answer_of("".join(f"value_{i} = {i}  # a statement among many, so generation takes seconds\n" for i in range(60)))
+TERMINAL_WITHIN_S = 10.0  # with 1 s leases; the session deadline (300 s) is what this must beat
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Short leases, so a lost stage is noticed within a second or two."""
+    return dataclasses.replace(settings, lease_s=1.0)
 
 
 def work_horses(executor: psutil.Process) -> list[psutil.Process]:
@@ -47,5 +58,59 @@ def test_a_killed_work_horse_ends_its_session_failed_and_stops_the_model(replay_
         record = server.ended("sleeper")
         assert record["tokens_sent"] < record["tokens_total"], "the model was not stopped"
 
+        _, after = collect(client.submit(messages=[{"role": "user", "content": "go"}], model="quick"))
+        assert after.status is SessionStatus.OK and after.stdout == "42\n"
+
+
+@pytest.mark.slow
+def test_a_killed_producer_ends_its_session_within_a_lease_and_a_new_one_serves_the_next(replay_stack):
+    settings, _ = replay_stack({"long": LONG, "quick": QUICK}, SpeedProfile(ttft_s=0.05, tokens_per_s=100.0))
+    stack = replay_stack.stack
+    with Client(settings) as client:
+        session = client.submit(messages=[{"role": "user", "content": "go"}], model="long")
+        killed_at = None
+        for event in session.events(tokens=False):
+            if isinstance(event, ChunkReady) and killed_at is None:  # mid-generation
+                stack.processes["producer"].send_signal(signal.SIGKILL)
+                killed_at = time.monotonic()
+        summary = session.summary
+        assert time.monotonic() - killed_at < TERMINAL_WITHIN_S
+        assert summary.status is SessionStatus.MODEL_ERROR
+        assert "producer stopped renewing its lease" in summary.detail
+
+        stack.spawn("producer")
+        stack.wait_alive()
+        _, after = collect(client.submit(messages=[{"role": "user", "content": "go"}], model="quick"))
+        assert after.status is SessionStatus.OK and after.stdout == "42\n"
+
+
+@pytest.mark.slow
+def test_a_killed_executor_ends_its_session_failed_stops_the_model_and_a_new_one_serves_the_next(replay_stack):
+    settings, server = replay_stack({"sleeper": SLEEPER + "x" * 2000, "quick": QUICK},
+                                    SpeedProfile(ttft_s=0.05, tokens_per_s=200.0))
+    stack = replay_stack.stack
+    executor = psutil.Process(stack.processes["executor"].pid)
+    with Client(settings) as client:
+        session = client.submit(messages=[{"role": "user", "content": "go"}], model="sleeper")
+        killed_at, started = None, None
+        for event in session.events(tokens=False):
+            started = event if isinstance(event, SessionStarted) else started
+            if isinstance(event, Output) and killed_at is None:  # mid-batch: worker and horse at once
+                for process in [*work_horses(executor), executor]:
+                    process.send_signal(signal.SIGKILL)
+                killed_at = time.monotonic()
+        summary = session.summary
+        assert time.monotonic() - killed_at < TERMINAL_WITHIN_S
+        assert summary.status is SessionStatus.FAILED and "executor stopped renewing its lease" in summary.detail
+        stored = [decode(fields) for _, fields in client.redis.xrange(client.keys.events(session.id))]
+        assert [e.status for e in stored if isinstance(e, Summary)] == [SessionStatus.FAILED]  # for every reader
+        record = server.ended("sleeper")
+        assert record["tokens_sent"] < record["tokens_total"], "the model was not stopped"
+        with contextlib.suppress(psutil.NoSuchProcess):  # the interpreter dies with the worker that started it
+            psutil.Process(started.interpreter_pid).wait(timeout=10)
+        assert not psutil.pid_exists(started.interpreter_pid)
+
+        stack.spawn("executor")
+        stack.wait_alive()
         _, after = collect(client.submit(messages=[{"role": "user", "content": "go"}], model="quick"))
         assert after.status is SessionStatus.OK and after.stdout == "42\n"

@@ -1,0 +1,94 @@
+"""Per-session leases: how a stage says "I am still working on this session".
+
+A process working on a session keeps a key naming itself, set to expire after `lease_s`
+and renewed three times per period. If the process dies (kill -9, a lost host), the key
+expires within one period, and whoever waits on that stage ends the session instead of
+waiting for the session deadline: the detector ends a session whose producer is gone,
+the client one whose executor is gone. RQ alone would notice a dead worker only at its
+next maintenance run, ten minutes later by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import threading
+from collections.abc import AsyncIterator, Iterator
+
+import redis
+import redis.asyncio
+
+RENEWALS_PER_PERIOD = 3
+
+
+def _milliseconds(lease_s: float) -> int:
+    return max(1, int(lease_s * 1000))
+
+
+@contextlib.contextmanager
+def held(client: redis.Redis, key: str, owner: str, lease_s: float) -> Iterator[None]:
+    """Hold the lease from a daemon thread for the duration of the block (sync callers: the executor)."""
+    stop = threading.Event()
+    client.set(key, owner, px=_milliseconds(lease_s))
+
+    def renew() -> None:
+        while not stop.wait(lease_s / RENEWALS_PER_PERIOD):
+            with contextlib.suppress(redis.RedisError):  # Redis away: the lease lapses, which is the truth
+                client.set(key, owner, px=_milliseconds(lease_s))
+
+    thread = threading.Thread(target=renew, name="lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        with contextlib.suppress(redis.RedisError):
+            client.delete(key)
+
+
+@contextlib.asynccontextmanager
+async def held_async(client: redis.asyncio.Redis, key: str, owner: str, lease_s: float) -> AsyncIterator[None]:
+    """Hold the lease from a task for the duration of the block (asyncio callers: the producer)."""
+    await client.set(key, owner, px=_milliseconds(lease_s))
+    released = asyncio.Event()
+
+    async def renew() -> None:
+        while not released.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(released.wait(), lease_s / RENEWALS_PER_PERIOD)
+            if not released.is_set():
+                with contextlib.suppress(redis.RedisError):
+                    await client.set(key, owner, px=_milliseconds(lease_s))
+
+    renewal = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        released.set()  # not a cancel: redis-py can swallow one (see producer.generation)
+        await renewal
+        with contextlib.suppress(redis.RedisError):
+            await client.delete(key)
+
+
+class Watch:
+    """Whether a lease is lost: it was held and has expired, or nobody took it within a grace period.
+
+    Pure bookkeeping over what the caller observed (`held` or not, at a time), so the rule is testable.
+    """
+
+    def __init__(self, since_ns: int, grace_s: float) -> None:
+        self.since_ns = since_ns
+        self.grace_ns = None if math.isinf(grace_s) else int(grace_s * 1e9)  # None: only a lapse counts
+        self.seen = False
+
+    def confirm(self) -> None:
+        """The holder showed itself another way (its output arrived): from now on only a lapse counts."""
+        self.seen = True
+
+    def lost(self, held_now: bool, now_ns: int) -> bool:
+        if held_now:
+            self.seen = True
+            return False
+        return self.seen or (self.grace_ns is not None and now_ns - self.since_ns > self.grace_ns)

@@ -1,0 +1,67 @@
+"""When a lease counts as lost (pure), and that a held lease is renewed and released (real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from common.connection import connect, connect_async
+from common.lease import Watch, held, held_async
+
+S = 1_000_000_000
+
+
+def test_a_lease_held_then_gone_is_lost_at_once() -> None:
+    watch = Watch(since_ns=0, grace_s=100)
+    assert not watch.lost(True, 1 * S)
+    assert watch.lost(False, 2 * S)
+
+
+def test_a_lease_never_taken_is_lost_only_after_the_grace() -> None:
+    watch = Watch(since_ns=10 * S, grace_s=3)
+    assert not watch.lost(False, 12 * S)
+    assert not watch.lost(False, 13 * S)
+    assert watch.lost(False, 13 * S + 1)
+    assert not watch.seen
+
+
+def test_a_confirmed_holder_is_lost_as_soon_as_its_lease_is_missing() -> None:
+    watch = Watch(since_ns=0, grace_s=100)
+    watch.confirm()
+    assert watch.lost(False, 1 * S)
+
+
+def test_without_a_grace_only_a_lapse_counts() -> None:
+    watch = Watch(since_ns=0, grace_s=float("inf"))
+    assert not watch.lost(False, 10_000 * S)
+    assert not watch.lost(True, 10_001 * S)
+    assert watch.lost(False, 10_002 * S)
+
+
+def test_a_held_lease_outlives_its_period_and_is_released(settings) -> None:
+    client = connect(settings)
+    key = f"{settings.namespace}:lease-test"
+    with held(client, key, "me", lease_s=0.3):
+        deadline = time.monotonic() + 0.9  # three periods: renewal, not the first SET, keeps it
+        while time.monotonic() < deadline:
+            assert client.get(key) == "me"
+            threading.Event().wait(0.05)
+        assert 0 < client.pttl(key) <= 300
+    assert client.exists(key) == 0
+    client.close()
+
+
+def test_an_async_held_lease_outlives_its_period_and_is_released(settings) -> None:
+    key = f"{settings.namespace}:lease-test"
+
+    async def scenario() -> None:
+        client = connect_async(settings)
+        async with held_async(client, key, "me", lease_s=0.3):
+            for _ in range(18):  # 0.9 s
+                assert await client.get(key) == "me"
+                await asyncio.sleep(0.05)
+        assert await client.exists(key) == 0
+        await client.aclose()
+
+    asyncio.run(scenario())
