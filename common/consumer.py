@@ -14,12 +14,16 @@ from collections.abc import Awaitable, Callable
 import redis
 import redis.asyncio
 
+from common.clock import now_ns
 from common.config import Settings
 from common.connection import connect, connect_async
 from common.heartbeat import process_name, start_beating
+from common.lease import RENEWALS_PER_PERIOD
 from common.protocol import Keys, ProtocolError, SessionRequest, decode, recover_session_id
 
 log = logging.getLogger(__name__)
+
+MAX_DELIVERIES = 3
 
 Handler = Callable[[SessionRequest], Awaitable[None]]
 RejectHandler = Callable[[str, str], Awaitable[None]]
@@ -35,9 +39,14 @@ async def ensure_group(client: redis.asyncio.Redis, stream: str, group: str) -> 
 
 async def serve_requests(
     settings: Settings, stage: str, group: str, handle: Handler, reject: RejectHandler,
-    stop: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None, resume: bool = False,
 ) -> None:
-    """Run `handle` for every session request; `reject(session_id, why)` for unreadable ones."""
+    """Run `handle` for every session request; `reject(session_id, why)` for unreadable ones.
+
+    With `resume` (a stage whose `handle` can pick a session up where a dead process left it),
+    sessions another consumer took and stopped holding the stage's lease on are claimed and
+    handled again here; one delivered MAX_DELIVERIES times is rejected rather than retried forever.
+    """
     keys = Keys(settings.namespace)
     client = connect_async(settings)
     consumer = process_name()
@@ -62,14 +71,45 @@ async def serve_requests(
         finally:
             await client.xack(keys.requests, group, entry_id)
 
+    def start(entry_id: str, fields: dict[str, str]) -> None:
+        task = asyncio.create_task(take(entry_id, fields))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def claim_abandoned() -> None:
+        lease_ms = int(settings.lease_s * 1000)
+        for pending in await client.xpending_range(keys.requests, group, "-", "+", 100, idle=lease_ms):
+            if pending["consumer"] == consumer:
+                continue
+            entry_id = pending["message_id"]
+            entries = await client.xrange(keys.requests, entry_id, entry_id)
+            session_id = recover_session_id(entries[0][1]) if entries else None
+            if session_id is not None and await client.exists(keys.lease(session_id, stage)):
+                continue  # slow, not dead
+            claimed = await client.xclaim(keys.requests, group, consumer, lease_ms, [entry_id])
+            if not claimed:
+                continue  # another consumer was faster
+            log.warning("%s takes over session %s from %s", stage, session_id, pending["consumer"])
+            if pending["times_delivered"] >= MAX_DELIVERIES:
+                await client.xack(keys.requests, group, entry_id)
+                if session_id is not None:
+                    await reject(session_id, f"{stage} lost the session {MAX_DELIVERIES} times")
+                continue
+            start(*claimed[0])
+
+    claimed_ns = 0
     try:
         while not stop.is_set():
             response = await client.xreadgroup(group, consumer, {keys.requests: ">"}, count=16, block=500)
             for _, entries in response or []:
                 for entry_id, fields in entries:
-                    task = asyncio.create_task(take(entry_id, fields))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                    start(entry_id, fields)
+            if resume and now_ns() - claimed_ns > settings.lease_s / RENEWALS_PER_PERIOD * 1e9:
+                claimed_ns = now_ns()
+                try:
+                    await claim_abandoned()
+                except redis.RedisError:
+                    log.exception("%s could not look for abandoned sessions", stage)
     finally:
         stop_beating.set()
         for task in tasks:

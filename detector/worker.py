@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import redis.asyncio
 
@@ -16,7 +17,8 @@ from common.clock import now_ns
 from common.config import Settings
 from common.connection import MAX_BLOCK_MS, connect_async
 from common.consumer import serve_requests
-from common.lease import Watch
+from common.heartbeat import process_name
+from common.lease import Watch, held_async
 from common.metrics import serve_metrics
 from common.protocol import (
     DETECTOR_GROUP,
@@ -30,6 +32,7 @@ from common.protocol import (
     Keys,
     Message,
     SessionRequest,
+    decode,
 )
 from common.streams import decode_entries, publish_async
 from detector import _events as events
@@ -83,9 +86,33 @@ class SessionDetection:
         return out
 
 
+@dataclass
+class Published:
+    """What the session's chunk stream already holds: after a takeover, detection starts over from the
+    first token (the detector is deterministic) and publishes only what its predecessor did not."""
+
+    chunks: set[int]
+    invalid: bool
+    ended: bool
+
+    def fresh(self, messages: list[Message]) -> list[Message]:
+        return [m for m in messages if not (isinstance(m, ChunkReady) and m.seq in self.chunks
+                                            or isinstance(m, CodeInvalid) and self.invalid)]
+
+
+async def published(client: redis.asyncio.Redis, keys: Keys, session_id: str) -> Published:
+    messages = [decode(fields) for _, fields in await client.xrange(keys.chunks(session_id))]
+    return Published({m.seq for m in messages if isinstance(m, ChunkReady)},
+                     any(isinstance(m, CodeInvalid) for m in messages),
+                     any(isinstance(m, DetectionEnd) for m in messages))
+
+
 async def follow(client: redis.asyncio.Redis, keys: Keys, settings: Settings, request: SessionRequest) -> None:
     session_id = request.session_id
     detection = SessionDetection(raw=request.raw)
+    before = await published(client, keys, session_id)
+    if before.ended:
+        return
     cursor = "0-0"
     deadline_ns = request.submitted_ns + int(settings.session_timeout_s * 1e9)
     producer = Watch(request.submitted_ns, grace_s=PRODUCER_GRACE_LEASES * settings.lease_s)
@@ -101,7 +128,7 @@ async def follow(client: redis.asyncio.Redis, keys: Keys, settings: Settings, re
             response = await client.xread({keys.tokens(session_id): cursor}, count=512)
         if not response:
             end = GenerationEnd(finish_reason=FinishReason.ERROR, at_ns=now_ns(), tokens=0, error=why)
-            out = detection.receive(end)
+            out = before.fresh(detection.receive(end))
             await publish_async(client, keys.chunks(session_id), out, settings.key_ttl_s)
             metrics.observe_published(out, now_ns())
             return
@@ -116,6 +143,7 @@ async def follow(client: redis.asyncio.Redis, keys: Keys, settings: Settings, re
             finished = isinstance(message, GenerationEnd)
             if finished:
                 break
+        out = before.fresh(out)
         if out:
             await publish_async(client, keys.chunks(session_id), out, settings.key_ttl_s)
             metrics.observe_published(out, now_ns())
@@ -139,8 +167,11 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     keys = Keys(settings.namespace)
     client = connect_async(settings)
 
+    owner = process_name()
+
     async def handle(request: SessionRequest) -> None:
-        await follow(client, keys, settings, request)
+        async with held_async(client, keys.lease(request.session_id, "detector"), owner, settings.lease_s):
+            await follow(client, keys, settings, request)
 
     async def reject(session_id: str, why: str) -> None:
         end = GenerationEnd(finish_reason=FinishReason.ERROR, at_ns=now_ns(), tokens=0, error=why)
@@ -149,7 +180,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         metrics.observe_published([message], now_ns())
 
     try:
-        await serve_requests(settings, "detector", DETECTOR_GROUP, handle, reject, stop)
+        await serve_requests(settings, "detector", DETECTOR_GROUP, handle, reject, stop, resume=True)
     finally:
         await client.aclose()
 

@@ -75,6 +75,8 @@ class GateState:
         (the shell publishes holds and merges); None for other messages, under `serial` (which runs nothing
         early, so there is nothing to judge) and after a hold (everything after it waits anyway)."""
         if isinstance(message, ChunkReady):
+            if message.seq < self._next_seq:
+                return None  # published twice (a detector taken over while still alive): run once
             if self.end is not None:
                 raise GateError(f"chunk {message.seq} after the end of detection")
             if message.seq != self._next_seq:
@@ -90,6 +92,8 @@ class GateState:
             self.invalid = message
             self._pending.clear()
         elif isinstance(message, DetectionEnd):
+            if self.end is not None:
+                return None  # published twice, as above
             self.end = message
             if message.status is not CodeStatus.COMPLETE:
                 self._pending.clear()

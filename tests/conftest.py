@@ -79,14 +79,15 @@ class ProcfileStack:
         lines = (line for line in (ROOT / "Procfile").read_text().splitlines() if line.strip() and line[0] != "#")
         return {name.strip(): command for name, command in (line.split(":", 1) for line in lines)}
 
-    def spawn(self, name: str) -> subprocess.Popen:
-        """Start (or start again) one Procfile process; as under honcho, it serves /metrics on its $PORT."""
+    def spawn(self, name: str, line: str | None = None) -> subprocess.Popen:
+        """Start (or start again) the Procfile process `line` (default: `name`) as `name`; as under honcho, it
+        serves /metrics on its $PORT."""
         env = stage_env(self.settings)
         del env["EAGER_METRICS_PORT"]
         self.metrics_ports[name] = free_port()
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self.processes[name] = subprocess.Popen(
-                shlex.split(self.commands()[name]), env={**env, "PORT": str(self.metrics_ports[name])}, cwd=ROOT,
+                shlex.split(self.commands()[line or name]), env={**env, "PORT": str(self.metrics_ports[name])}, cwd=ROOT,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM))
         return self.processes[name]
 
@@ -94,7 +95,7 @@ class ProcfileStack:
         """Until each process beats under its own name (a killed predecessor's beat does not count)."""
         client, keys = connect(self.settings), Keys(self.settings.namespace)
         deadline = time.monotonic() + 30
-        while not all(f"{socket.gethostname()}:{process.pid}" in alive(client, keys, name)
+        while not all(f"{socket.gethostname()}:{process.pid}" in alive(client, keys, name.split("-")[0])
                       for name, process in self.processes.items()):
             for name, process in self.processes.items():
                 assert process.poll() is None, f"{name} died:\n{self.log(name)}"

@@ -109,6 +109,19 @@ def test_an_unfinished_generation_runs_nothing_more(status):
     assert gate.next_batch(0) is None and gate.finished
 
 
+def test_a_chunk_or_end_published_twice_runs_once():
+    """A detector taken over while still alive may publish what its successor publishes too."""
+    gate = GateState(Gate.EAGER)
+    gate.receive(chunk(0))
+    assert gate.receive(chunk(0)) is None
+    gate.receive(chunk(1))
+    assert seqs(gate.next_batch(0)) == [0, 1]
+    gate.receive(end(chunks=2))
+    gate.receive(chunk(1))
+    gate.receive(end(chunks=2))
+    assert gate.next_batch(0) is None and gate.chunks_received == 2
+
+
 def test_out_of_order_or_late_chunks_are_refused():
     gate = GateState(Gate.EAGER)
     with pytest.raises(GateError):

@@ -7,16 +7,17 @@ import contextlib
 import dataclasses
 import os
 import signal
+import socket
 import time
 
 import psutil
 import pytest
 
 from common.config import Settings
-from common.protocol import ChunkReady, Output, SessionStarted, SessionStatus, Summary, decode
+from common.protocol import BatchStarted, ChunkReady, Output, SessionStarted, SessionStatus, Summary, decode
 from eager.client import Client
 from eager.replay import SpeedProfile
-from tests.helpers import answer_of, collect
+from tests.helpers import answer_of, collect, run_with_python
 
 SLEEPER = answer_of("import time\nprint('started', flush=True)\ntime.sleep(60)\nprint('never')\n")
 QUICK = answer_of("print(6 * 7)\n")
@@ -114,3 +115,33 @@ def test_a_killed_executor_ends_its_session_failed_stops_the_model_and_a_new_one
         stack.wait_alive()
         _, after = collect(client.submit(messages=[{"role": "user", "content": "go"}], model="quick"))
         assert after.status is SessionStatus.OK and after.stdout == "42\n"
+
+
+PRINTS = "".join(f"print('line {i}')  # one statement of many, so generation takes a few seconds\n" for i in range(40))
+
+
+@pytest.mark.slow
+def test_a_killed_detector_is_taken_over_and_every_chunk_runs_exactly_once(replay_stack, tmp_path):
+    settings, _ = replay_stack({"prints": answer_of(PRINTS)}, SpeedProfile(ttft_s=0.05, tokens_per_s=150.0))
+    stack = replay_stack.stack
+    stack.spawn("detector-2", "detector")
+    stack.wait_alive()
+    with Client(settings) as client:
+        session = client.submit(messages=[{"role": "user", "content": "go"}], model="prints")
+        events, killed = [], None
+        for event in session.events(tokens=False):
+            events.append(event)
+            if isinstance(event, Output) and killed is None:
+                owner = client.redis.get(client.keys.lease(session.id, "detector"))
+                killed = next(name for name, process in stack.processes.items()
+                              if owner == f"{socket.gethostname()}:{process.pid}")
+                stack.processes[killed].send_signal(signal.SIGKILL)
+        summary = session.summary
+        stream = [decode(fields) for _, fields in client.redis.xrange(client.keys.chunks(session.id))]
+    published = [m.seq for m in stream if isinstance(m, ChunkReady)]
+    assert published == list(range(summary.chunks))  # the successor published only what was missing
+    assert killed in ("detector", "detector-2")
+    assert summary.status is SessionStatus.OK, summary
+    assert summary.stdout == run_with_python(PRINTS, tmp_path).stdout  # nothing lost, nothing twice
+    ran = sorted(seq for e in events if isinstance(e, BatchStarted) for seq in range(e.first_seq, e.last_seq + 1))
+    assert ran == list(range(summary.chunks))
