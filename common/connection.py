@@ -7,11 +7,13 @@ import redis.asyncio
 
 from common.config import Settings
 
-
 # Every blocking read (XREAD BLOCK) waits at most MAX_BLOCK_MS and loops: well under the
 # socket timeout, so a live Redis never times a read out and a dead one is noticed.
 SOCKET_TIMEOUT_S = 10.0
 MAX_BLOCK_MS = 1000
+# Anyone can write to a stream: bytes that are not UTF-8 must become a malformed message that is
+# refused, never an exception inside a stage's read loop that kills the stage (and again on restart).
+ENCODING_ERRORS = "replace"
 
 
 class RedisUnavailable(RuntimeError):
@@ -20,11 +22,13 @@ class RedisUnavailable(RuntimeError):
 
 def connect(settings: Settings, decode: bool = True) -> redis.Redis:
     """decode=False is for RQ, which stores pickled jobs."""
-    return redis.Redis.from_url(settings.redis_url, decode_responses=decode, socket_timeout=SOCKET_TIMEOUT_S)
+    return redis.Redis.from_url(settings.redis_url, decode_responses=decode, encoding_errors=ENCODING_ERRORS,
+                                socket_timeout=SOCKET_TIMEOUT_S)
 
 
 def connect_async(settings: Settings) -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_S)
+    return redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True, encoding_errors=ENCODING_ERRORS,
+                                        socket_timeout=SOCKET_TIMEOUT_S)
 
 
 def ping(settings: Settings, timeout_s: float = 1.0) -> bool:

@@ -34,6 +34,9 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 SCHEMA_VERSION = 1
+# Larger than any prompt a model's context takes (and than any chunk or output event, which the
+# sandbox caps well below), small enough that one message cannot stall a stage or Redis.
+MAX_BODY_CHARS = 4_000_000
 
 PRODUCER_GROUP = "producer"
 DETECTOR_GROUP = "detector"
@@ -425,7 +428,10 @@ def _from_data(cls: type[Message], data: dict[str, Any]) -> Any:
 def encode(message: Message) -> dict[str, str]:
     """Stream fields: the version and kind stay readable in redis-cli; the body is JSON."""
     body = {k: v for k, v in to_data(message).items() if k != "kind"}
-    return {"v": str(SCHEMA_VERSION), "kind": message.kind, "data": json.dumps(body, separators=(",", ":"))}
+    data = json.dumps(body, separators=(",", ":"))
+    if len(data) > MAX_BODY_CHARS:
+        raise ProtocolError(f"a {message.kind} of {len(data)} characters is over the limit of {MAX_BODY_CHARS}")
+    return {"v": str(SCHEMA_VERSION), "kind": message.kind, "data": data}
 
 
 def decode(fields: dict[str, str] | dict[bytes, bytes]) -> Message:
@@ -438,6 +444,8 @@ def decode(fields: dict[str, str] | dict[bytes, bytes]) -> Message:
     cls = _KINDS.get(fields.get("kind", ""))
     if cls is None:
         raise ProtocolError(f"unknown message kind {fields.get('kind')!r}")
+    if len(fields.get("data", "")) > MAX_BODY_CHARS:
+        raise ProtocolError(f"a {cls.kind} body over the limit of {MAX_BODY_CHARS} characters")
     try:
         data = json.loads(fields["data"])
     except (KeyError, json.JSONDecodeError) as exc:

@@ -121,6 +121,7 @@ class Client:
             messages=messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
             batch_chunks=batch_chunks, batch_wait_ms=batch_wait_ms,
         )
+        fields = encode(request)  # refuses an oversized request before anything is enqueued
         self._queue.enqueue(
             "executor_pool.session.run_session", request.session_id, request.gate.value, request.submitted_ns,
             request.batch_chunks, request.batch_wait_ms,
@@ -128,7 +129,7 @@ class Client:
             job_timeout=int(self.settings.session_timeout_s + 60),
             result_ttl=self.settings.key_ttl_s, failure_ttl=self.settings.key_ttl_s, ttl=self.settings.key_ttl_s,
         )
-        self.redis.xadd(self.keys.requests, encode(request), maxlen=100_000, approximate=True)
+        self.redis.xadd(self.keys.requests, fields, maxlen=100_000, approximate=True)
         return Session(self, request)
 
     def close(self) -> None:

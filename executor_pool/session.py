@@ -18,7 +18,7 @@ from common.clock import now_ns
 from common.config import Settings
 from common.connection import MAX_BLOCK_MS, connect
 from common.heartbeat import process_name
-from common.lease import held
+from common.lease import RENEWALS_PER_PERIOD, held
 from common.protocol import (
     BatchFinished,
     BatchStarted,
@@ -51,6 +51,8 @@ from executor_pool.pool import handed_off, new_interpreter
 from executor_pool.static_gate import Escape, Rules
 
 log = logging.getLogger(__name__)
+
+DETECTOR_GRACE_LEASES = 3  # no detector for this many lease periods: none is coming (a takeover needs about one)
 
 _END_STATUS = {
     CodeStatus.COMPLETE: SessionStatus.OK,
@@ -95,6 +97,8 @@ class SessionRunner:
     _execution_end_ns: int | None = None
     _busy_ns: int = 0
     _cancel: Cancel | None = None
+    _detector_absent_since: int = field(init=False)
+    _detector_checked_ns: int = 0
 
     def __post_init__(self) -> None:
         limits = BatchLimits(self.batch_chunks or self.settings.gate_batch_chunks,
@@ -102,6 +106,7 @@ class SessionRunner:
         rules = Rules.parse(self.settings.gate_preset, self.settings.gate_escapes, self.settings.gate_hold)
         self.gate = GateState(self.policy, rules, limits)
         self._cursors = {self.keys.chunks(self.session_id): "0-0", self.keys.cancel(self.session_id): "0-0"}
+        self._detector_absent_since = self.submitted_ns
 
     @property
     def _deadline_ns(self) -> int:
@@ -149,11 +154,24 @@ class SessionRunner:
             remaining_ms = (self._deadline_ns - now_ns()) // 1_000_000
             if remaining_ms <= 0:
                 return _Stop(SessionStatus.TIMEOUT, detail=f"session exceeded {self.settings.session_timeout_s} s")
+            if self._without_detector(now_ns()):
+                return _Stop(SessionStatus.FAILED, detail=f"no detector held the session for "
+                             f"{DETECTOR_GRACE_LEASES * self.settings.lease_s} s (request lost, or no detector running)")
             block_ms = min(remaining_ms, MAX_BLOCK_MS)
             wake_ns = self.gate.wake_at_ns()
             if wake_ns is not None:  # the batch policy's wait runs out before a message may come
                 block_ms = max(1, min(block_ms, -(-(wake_ns - now_ns()) // 1_000_000)))
             self._read(block_ms=block_ms)
+
+    def _without_detector(self, now: int) -> bool:
+        """Whether no detector has held the session's lease for a while (checked a few times per period).
+        A detector that dies is taken over within about a period, so only a long absence ends the session."""
+        if now - self._detector_checked_ns < self.settings.lease_s / RENEWALS_PER_PERIOD * 1e9:
+            return False
+        self._detector_checked_ns = now
+        if self.client.exists(self.keys.lease(self.session_id, "detector")):
+            self._detector_absent_since = now
+        return now - self._detector_absent_since > DETECTOR_GRACE_LEASES * self.settings.lease_s * 1e9
 
     def _read(self, block_ms: int | None) -> None:
         """Take whatever arrived on the chunk and cancel streams (one XREAD: same hash slot)."""

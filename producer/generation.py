@@ -131,9 +131,13 @@ class Generation:
         except openai.APITimeoutError:
             return f"model endpoint {self.settings.model_base_url} sent nothing for {self.settings.model_timeout_s} s"
         except openai.APIConnectionError as exc:
+            if self.tokens:
+                return f"model stream broke after {self.tokens} tokens: {exc.__cause__ or exc}"
             return f"model endpoint {self.settings.model_base_url} unreachable: {exc.__cause__ or exc}"
         except openai.OpenAIError as exc:
             return f"model endpoint failed: {exc}"
+        except ValueError as exc:  # the client raises JSONDecodeError itself on an event that is not JSON
+            return f"model stream broke after {self.tokens} tokens: malformed event ({exc})"
         return None
 
     async def _receive(self, event) -> None:  # type: ignore[no-untyped-def]
