@@ -8,6 +8,7 @@ by exactly one of each. A request is acknowledged when its session is done with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -24,6 +25,7 @@ from common.protocol import Keys, ProtocolError, SessionRequest, decode, recover
 log = logging.getLogger(__name__)
 
 MAX_DELIVERIES = 3
+REDIS_RETRY_S = 0.5
 
 Handler = Callable[[SessionRequest], Awaitable[None]]
 RejectHandler = Callable[[str, str], Awaitable[None]]
@@ -69,7 +71,8 @@ async def serve_requests(
         except Exception:
             log.exception("%s failed on request %s", stage, entry_id)
         finally:
-            await client.xack(keys.requests, group, entry_id)
+            with contextlib.suppress(redis.RedisError):  # Redis away: the entry is pending, a successor may claim it
+                await client.xack(keys.requests, group, entry_id)
 
     def start(entry_id: str, fields: dict[str, str]) -> None:
         task = asyncio.create_task(take(entry_id, fields))
@@ -100,7 +103,15 @@ async def serve_requests(
     claimed_ns = 0
     try:
         while not stop.is_set():
-            response = await client.xreadgroup(group, consumer, {keys.requests: ">"}, count=16, block=500)
+            try:
+                response = await client.xreadgroup(group, consumer, {keys.requests: ">"}, count=16, block=500)
+            except redis.RedisError as exc:  # Redis away or restarted (without its data: the group is gone too)
+                log.warning("%s lost Redis (%s: %s); retrying", stage, type(exc).__name__, exc)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), REDIS_RETRY_S)
+                with contextlib.suppress(redis.RedisError):
+                    await ensure_group(client, keys.requests, group)
+                continue
             for _, entries in response or []:
                 for entry_id, fields in entries:
                     start(entry_id, fields)

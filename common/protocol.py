@@ -364,6 +364,7 @@ class Summary(Message):
     finish_reason: str | None = None
     tokens: int | None = None
     detail: str | None = None
+    started_ns: int | None = None  # when an executor took the session off its queue (None: none did)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", SessionStatus(self.status))
@@ -384,6 +385,11 @@ class Summary(Message):
         return None if self.generation_end_ns is None else (self.generation_end_ns - self.submitted_ns) / 1e9
 
     @property
+    def queue_wait_s(self) -> float | None:
+        """Request to an executor starting the session: the wait in the executor queue (backpressure)."""
+        return None if self.started_ns is None else max(0.0, (self.started_ns - self.submitted_ns) / 1e9)
+
+    @property
     def non_overlapped_s(self) -> float | None:
         """Execution time left after generation ended: what eager hides and serial pays in full."""
         if self.generation_end_ns is None or self.execution_end_ns is None:
@@ -398,6 +404,7 @@ class Summary(Message):
             "ttft_s": self.ttft_s,
             "generation_s": self.generation_s,
             "non_overlapped_s": self.non_overlapped_s,
+            "queue_wait_s": self.queue_wait_s,
         }
 
 

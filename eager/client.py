@@ -7,9 +7,11 @@ executor's fork and interpreter start overlap the model's time to first token.
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Iterator
 
+from redis import RedisError
 from rq import Queue
 
 from common.clock import now_ns
@@ -21,6 +23,8 @@ from common.streams import decode_entries, publish
 
 # How long past the session timeout a client waits for the executor's terminal event.
 TERMINAL_GRACE_S = 15.0
+REDIS_GIVE_UP_LEASES = 3  # Redis unreachable this many lease periods: the session's end cannot be learnt
+REDIS_RETRY_S = 0.2
 
 
 class Session:
@@ -54,21 +58,31 @@ class Session:
                 if self.summary is not None:
                     return
 
+        reached_ns, unreachable = now_ns(), None
         while self.summary is None:
             now = now_ns()
             if now >= deadline_ns:
                 self.summary = self._terminal(SessionStatus.TIMEOUT, "no terminal event from the executor in time")
+            elif now - reached_ns > REDIS_GIVE_UP_LEASES * settings.lease_s * 1e9:
+                self.summary = self._terminal(SessionStatus.FAILED, f"Redis unreachable for "
+                                              f"{REDIS_GIVE_UP_LEASES * settings.lease_s} s ({unreachable})")
+            if self.summary is not None:
                 yield self.summary
                 return
-            if now - checked_ns >= check_every_ns:
-                checked_ns = now
-                if executor.lost(bool(redis.exists(keys.lease(self.id, "executor"))), now):
-                    yield from read(None)  # the executor's summary precedes its lease's release
-                    if self.summary is None:
-                        self.summary = self._end_abandoned()
-                        yield self.summary
-                    return
-            yield from read(min((deadline_ns - now) // 1_000_000, check_every_ns // 1_000_000, MAX_BLOCK_MS) or 1)
+            try:
+                if now - checked_ns >= check_every_ns:
+                    checked_ns = now
+                    if executor.lost(bool(redis.exists(keys.lease(self.id, "executor"))), now):
+                        yield from read(None)  # the executor's summary precedes its lease's release
+                        if self.summary is None:
+                            self.summary = self._end_abandoned()
+                            yield self.summary
+                        return
+                yield from read(min((deadline_ns - now) // 1_000_000, check_every_ns // 1_000_000, MAX_BLOCK_MS) or 1)
+                reached_ns = now_ns()
+            except RedisError as exc:  # Redis away or restarting: retry, and give up only after a while
+                unreachable = f"{type(exc).__name__}: {exc}"
+                time.sleep(min(REDIS_RETRY_S, settings.lease_s))
 
     def _terminal(self, status: SessionStatus, detail: str) -> Summary:
         return Summary(status=status, gate=self.request.gate, submitted_ns=self.request.submitted_ns,

@@ -99,6 +99,7 @@ class SessionRunner:
     _cancel: Cancel | None = None
     _detector_absent_since: int = field(init=False)
     _detector_checked_ns: int = 0
+    _started_ns: int = field(default_factory=now_ns)  # the job began: the end of the session's wait in the queue
 
     def __post_init__(self) -> None:
         limits = BatchLimits(self.batch_chunks or self.settings.gate_batch_chunks,
@@ -126,7 +127,11 @@ class SessionRunner:
             if "netns" not in interpreter.isolation:  # the network is reachable: using it would leave the sandbox
                 self.gate = GateState(self.policy, self.gate.rules.opening(Escape.NETWORK), self.gate.limits)
             stop = self._execute(interpreter)
-        except (redis.RedisError, ProtocolError, GateError, OSError, InterpreterError) as exc:
+        except redis.RedisError as exc:
+            log.exception("session %s lost Redis", self.session_id)
+            stop = _Stop(SessionStatus.FAILED, detail=f"lost Redis mid-session ({type(exc).__name__}: {exc}); "
+                                                      "what the session had published may be gone")
+        except (ProtocolError, GateError, OSError, InterpreterError) as exc:
             log.exception("session %s failed in the executor", self.session_id)
             stop = _Stop(SessionStatus.FAILED, detail=f"executor failure: {exc!r}")
         finally:
@@ -242,6 +247,7 @@ class SessionRunner:
             finish_reason=generation.finish_reason.value if generation else None,
             tokens=generation.tokens if generation else None,
             detail=stop.detail,
+            started_ns=self._started_ns,
         )
         self._safely(lambda: self._publish(summary))
         return summary

@@ -1,0 +1,105 @@
+"""Redis restarted under a running session (a private redis-server, so the shared one is never touched):
+the client gets a terminal event within a bounded time, and the same stage processes serve the next
+session once Redis is back."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from common.config import Settings
+from common.connection import ping
+from common.protocol import Output, SessionStatus
+from eager.client import Client
+from eager.replay import ReplayServer, SpeedProfile
+from tests.conftest import ProcfileStack
+from tests.helpers import answer_of, collect
+
+SLOW = answer_of("import time\nprint('one', flush=True)\ntime.sleep(2)\nprint('two')\n")
+QUICK = answer_of("print(6 * 7)\n")
+TERMINAL_WITHIN_S = 15.0
+
+
+class PrivateRedis:
+    """A redis-server on a unix socket of its own, without persistence, like the shared one."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.socket = directory / "redis.sock"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self) -> PrivateRedis:
+        self.process = subprocess.Popen(
+            [shutil.which("redis-server"), "--port", "0", "--unixsocket", str(self.socket), "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory)], stdout=subprocess.DEVNULL)
+        settings = Settings(redis_url=self.url)
+        deadline = time.monotonic() + 10
+        while not ping(settings, 0.2):
+            assert time.monotonic() < deadline, "private redis-server did not start"
+            time.sleep(0.02)
+        return self
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.mark.slow
+def test_a_session_cut_by_a_redis_restart_ends_and_the_stages_serve_the_next(settings, tmp_path):
+    redis_server = PrivateRedis(tmp_path).start()
+    server = ReplayServer({"slow": SLOW, "quick": QUICK}, SpeedProfile(ttft_s=0.05, tokens_per_s=100.0)).start()
+    configured = dataclasses.replace(settings, redis_url=redis_server.url, model_base_url=server.base_url, lease_s=1.0)
+    stack = ProcfileStack(configured, tmp_path).start()
+    try:
+        with Client(configured) as client:
+            session = client.submit(messages=[{"role": "user", "content": "go"}], model="slow")
+            restarted_at = None
+            for event in session.events(tokens=False):
+                if isinstance(event, Output) and restarted_at is None:
+                    redis_server.kill()
+                    redis_server.start()
+                    restarted_at = time.monotonic()
+            assert time.monotonic() - restarted_at < TERMINAL_WITHIN_S
+            assert session.summary.status is SessionStatus.FAILED, session.summary
+            assert "Redis" in session.summary.detail
+
+            stack.wait_alive()
+            _, after = collect(client.submit(messages=[{"role": "user", "content": "go"}], model="quick"))
+            assert after.status is SessionStatus.OK and after.stdout == "42\n"
+        for name, process in stack.processes.items():
+            assert process.poll() is None, f"{name} died:\n{stack.log(name)}"
+    finally:
+        stack.stop()
+        server.stop()
+        redis_server.kill()
+
+
+@pytest.mark.slow
+def test_a_client_whose_redis_stays_away_still_gets_a_terminal_event(settings, tmp_path):
+    redis_server = PrivateRedis(tmp_path).start()
+    server = ReplayServer({"slow": SLOW}, SpeedProfile(ttft_s=0.05, tokens_per_s=100.0)).start()
+    configured = dataclasses.replace(settings, redis_url=redis_server.url, model_base_url=server.base_url, lease_s=1.0)
+    stack = ProcfileStack(configured, tmp_path).start()
+    try:
+        with Client(configured) as client:
+            session = client.submit(messages=[{"role": "user", "content": "go"}], model="slow")
+            killed_at = None
+            for event in session.events(tokens=False):
+                if isinstance(event, Output) and killed_at is None:
+                    redis_server.kill()
+                    killed_at = time.monotonic()
+            assert time.monotonic() - killed_at < TERMINAL_WITHIN_S
+            assert session.summary.status is SessionStatus.FAILED
+            assert "Redis unreachable" in session.summary.detail
+    finally:
+        stack.stop()
+        server.stop()
