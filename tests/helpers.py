@@ -25,3 +25,14 @@ def collect(session: Session) -> tuple[list[Message], Summary]:
     events = list(session.events())
     assert isinstance(events[-1], Summary)
     return events, events[-1]
+
+
+def assert_session_keys_expire(settings, session_id: str) -> None:  # type: ignore[no-untyped-def]
+    """No key of the session may outlive it: each one that exists carries an expiry."""
+    from common.connection import connect
+    from common.protocol import Keys
+
+    client = connect(settings)
+    for key in Keys(settings.namespace).session_keys(session_id):
+        assert client.ttl(key) != -1, f"{key} never expires"
+    client.close()

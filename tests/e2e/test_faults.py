@@ -17,7 +17,7 @@ from common.config import Settings
 from common.protocol import BatchStarted, ChunkReady, Output, SessionStarted, SessionStatus, Summary, decode
 from eager.client import Client
 from eager.replay import SpeedProfile
-from tests.helpers import answer_of, collect, run_with_python
+from tests.helpers import answer_of, assert_session_keys_expire, collect, run_with_python
 
 SLEEPER = answer_of("import time\nprint('started', flush=True)\ntime.sleep(60)\nprint('never')\n")
 QUICK = answer_of("print(6 * 7)\n")
@@ -52,6 +52,7 @@ def test_a_killed_work_horse_ends_its_session_failed_and_stops_the_model(replay_
         summary = events[-1]
         assert isinstance(summary, Summary)
         assert summary.status is SessionStatus.FAILED and "work horse died" in summary.detail
+        assert_session_keys_expire(settings, session.id)
         started = next(e for e in events if isinstance(e, SessionStarted))
         with contextlib.suppress(psutil.NoSuchProcess):  # the worker retires the horse's interpreter
             psutil.Process(started.interpreter_pid).wait(timeout=10)
@@ -78,6 +79,7 @@ def test_a_killed_producer_ends_its_session_within_a_lease_and_a_new_one_serves_
         assert time.monotonic() - killed_at < TERMINAL_WITHIN_S
         assert summary.status is SessionStatus.MODEL_ERROR
         assert "producer stopped renewing its lease" in summary.detail
+        assert_session_keys_expire(settings, session.id)
 
         stack.spawn("producer")
         stack.wait_alive()
@@ -105,6 +107,7 @@ def test_a_killed_executor_ends_its_session_failed_stops_the_model_and_a_new_one
         assert summary.status is SessionStatus.FAILED and "executor stopped renewing its lease" in summary.detail
         stored = [decode(fields) for _, fields in client.redis.xrange(client.keys.events(session.id))]
         assert [e.status for e in stored if isinstance(e, Summary)] == [SessionStatus.FAILED]  # for every reader
+        assert_session_keys_expire(settings, session.id)
         record = server.ended("sleeper")
         assert record["tokens_sent"] < record["tokens_total"], "the model was not stopped"
         with contextlib.suppress(psutil.NoSuchProcess):  # the interpreter dies with the worker that started it
@@ -145,3 +148,20 @@ def test_a_killed_detector_is_taken_over_and_every_chunk_runs_exactly_once(repla
     assert summary.stdout == run_with_python(PRINTS, tmp_path).stdout  # nothing lost, nothing twice
     ran = sorted(seq for e in events if isinstance(e, BatchStarted) for seq in range(e.first_seq, e.last_seq + 1))
     assert ran == list(range(summary.chunks))
+
+
+@pytest.mark.slow
+def test_a_killed_interpreter_ends_its_session_and_the_worker_serves_the_next(replay_stack):
+    settings, _ = replay_stack({"sleeper": SLEEPER, "quick": QUICK}, SpeedProfile(ttft_s=0.05, tokens_per_s=200.0))
+    with Client(settings) as client:
+        session = client.submit(messages=[{"role": "user", "content": "go"}], model="sleeper")
+        started = None
+        for event in session.events(tokens=False):
+            started = event if isinstance(event, SessionStarted) else started
+            if isinstance(event, Output) and event.text == "started\n":
+                os.kill(started.interpreter_pid, signal.SIGKILL)
+        assert session.summary.status is SessionStatus.INTERPRETER_DIED, session.summary
+        assert "SIGKILL" in session.summary.detail
+        assert_session_keys_expire(settings, session.id)
+        _, after = collect(client.submit(messages=[{"role": "user", "content": "go"}], model="quick"))
+        assert after.status is SessionStatus.OK and after.stdout == "42\n"
