@@ -15,7 +15,7 @@ import pytest
 from common.config import Settings
 from common.connection import ping
 from common.protocol import Output, SessionStatus
-from eager.client import Client
+from eager.client import Client, Session
 from eager.replay import ReplayServer, SpeedProfile
 from tests.conftest import ProcfileStack
 from tests.helpers import answer_of, collect
@@ -53,53 +53,57 @@ class PrivateRedis:
         self.process.wait()
 
 
-@pytest.mark.slow
-def test_a_session_cut_by_a_redis_restart_ends_and_the_stages_serve_the_next(settings, tmp_path):
+@pytest.fixture
+def stack_on_private_redis(settings, tmp_path):
+    """(settings, redis-server, stack): the Procfile stages and a replay model on a Redis of their own."""
     redis_server = PrivateRedis(tmp_path).start()
     server = ReplayServer({"slow": SLOW, "quick": QUICK}, SpeedProfile(ttft_s=0.05, tokens_per_s=100.0)).start()
     configured = dataclasses.replace(settings, redis_url=redis_server.url, model_base_url=server.base_url, lease_s=1.0)
     stack = ProcfileStack(configured, tmp_path).start()
-    try:
-        with Client(configured) as client:
-            session = client.submit(messages=[{"role": "user", "content": "go"}], model="slow")
-            restarted_at = None
-            for event in session.events(tokens=False):
-                if isinstance(event, Output) and restarted_at is None:
-                    redis_server.kill()
-                    redis_server.start()
-                    restarted_at = time.monotonic()
-            assert time.monotonic() - restarted_at < TERMINAL_WITHIN_S
-            assert session.summary.status is SessionStatus.FAILED, session.summary
-            assert "Redis" in session.summary.detail
-
-            stack.wait_alive()
-            _, after = collect(client.submit(messages=[{"role": "user", "content": "go"}], model="quick"))
-            assert after.status is SessionStatus.OK and after.stdout == "42\n"
-        for name, process in stack.processes.items():
-            assert process.poll() is None, f"{name} died:\n{stack.log(name)}"
-    finally:
-        stack.stop()
-        server.stop()
+    yield configured, redis_server, stack
+    stack.stop()
+    server.stop()
+    if redis_server.process.poll() is None:
         redis_server.kill()
 
 
+def cut_by(redis_server: PrivateRedis, configured, action) -> tuple[Session, float]:  # type: ignore[no-untyped-def]
+    """Run a session, do `action` to Redis at its first output; the session and seconds from then to its end."""
+    with Client(configured) as client:
+        session = client.submit(messages=[{"role": "user", "content": "go"}], model="slow")
+        acted_at = None
+        for event in session.events(tokens=False):
+            if isinstance(event, Output) and acted_at is None:
+                action(redis_server)
+                acted_at = time.monotonic()
+        return session, time.monotonic() - acted_at
+
+
+def restart(redis_server: PrivateRedis) -> None:
+    redis_server.kill()
+    redis_server.start()
+
+
 @pytest.mark.slow
-def test_a_client_whose_redis_stays_away_still_gets_a_terminal_event(settings, tmp_path):
-    redis_server = PrivateRedis(tmp_path).start()
-    server = ReplayServer({"slow": SLOW}, SpeedProfile(ttft_s=0.05, tokens_per_s=100.0)).start()
-    configured = dataclasses.replace(settings, redis_url=redis_server.url, model_base_url=server.base_url, lease_s=1.0)
-    stack = ProcfileStack(configured, tmp_path).start()
-    try:
-        with Client(configured) as client:
-            session = client.submit(messages=[{"role": "user", "content": "go"}], model="slow")
-            killed_at = None
-            for event in session.events(tokens=False):
-                if isinstance(event, Output) and killed_at is None:
-                    redis_server.kill()
-                    killed_at = time.monotonic()
-            assert time.monotonic() - killed_at < TERMINAL_WITHIN_S
-            assert session.summary.status is SessionStatus.FAILED
-            assert "Redis unreachable" in session.summary.detail
-    finally:
-        stack.stop()
-        server.stop()
+def test_a_session_cut_by_a_redis_restart_ends_and_the_stages_serve_the_next(stack_on_private_redis):
+    configured, redis_server, stack = stack_on_private_redis
+    session, took_s = cut_by(redis_server, configured, restart)
+    assert took_s < TERMINAL_WITHIN_S
+    assert session.summary.status is SessionStatus.FAILED, session.summary
+    assert "Redis" in session.summary.detail
+
+    stack.wait_alive()
+    with Client(configured) as client:
+        _, after = collect(client.submit(messages=[{"role": "user", "content": "go"}], model="quick"))
+    assert after.status is SessionStatus.OK and after.stdout == "42\n"
+    for name, process in stack.processes.items():
+        assert process.poll() is None, f"{name} died:\n{stack.log(name)}"
+
+
+@pytest.mark.slow
+def test_a_client_whose_redis_stays_away_still_gets_a_terminal_event(stack_on_private_redis):
+    configured, redis_server, _ = stack_on_private_redis
+    session, took_s = cut_by(redis_server, configured, PrivateRedis.kill)
+    assert took_s < TERMINAL_WITHIN_S
+    assert session.summary.status is SessionStatus.FAILED
+    assert "Redis unreachable" in session.summary.detail
