@@ -72,7 +72,9 @@ def rows(runs: Sequence[Run]) -> list[Row]:
         for gate, run in gates.items():
             grouped.setdefault((suite, profile, gate), []).append((run, serial))
     out = []
-    for (suite, profile, gate), pairs in sorted(grouped.items(), key=lambda item: (item[0][0], item[0][1],
+    # task set by task set, profiles in the order they ran (as configured), serial first in each
+    suites = list(dict.fromkeys(suite for suite, _, _ in grouped))
+    for (suite, profile, gate), pairs in sorted(grouped.items(), key=lambda item: (suites.index(item[0][0]),
                                                                                    item[0][2] != "serial")):
         ok = [(run, serial) for run, serial in pairs if run.status == OK]
         if not ok:
