@@ -14,6 +14,7 @@ MAX_BLOCK_MS = 1000
 # Anyone can write to a stream: bytes that are not UTF-8 must become a malformed message that is
 # refused, never an exception inside a stage's read loop that kills the stage (and again on restart).
 ENCODING_ERRORS = "replace"
+ASYNC_MAX_CONNECTIONS = 5000  # per stage process (see connect_async)
 
 
 class RedisUnavailable(RuntimeError):
@@ -27,8 +28,11 @@ def connect(settings: Settings, decode: bool = True) -> redis.Redis:
 
 
 def connect_async(settings: Settings) -> redis.asyncio.Redis:
+    """One pool per stage process, shared by every session it carries: each holds a connection or two at once (a
+    blocking read, a publish, a lease renewal), so redis-py's default of 100 would fail sessions past about 40
+    with "Too many connections". Redis itself accepts 10000 clients by default."""
     return redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True, encoding_errors=ENCODING_ERRORS,
-                                        socket_timeout=SOCKET_TIMEOUT_S)
+                                        socket_timeout=SOCKET_TIMEOUT_S, max_connections=ASYNC_MAX_CONNECTIONS)
 
 
 def ping(settings: Settings, timeout_s: float = 1.0) -> bool:

@@ -27,6 +27,17 @@ REDIS_GIVE_UP_LEASES = 3  # Redis unreachable this many lease periods: the sessi
 REDIS_RETRY_S = 0.2
 
 
+class Overloaded(RuntimeError):
+    """The admission limit refused a session: `EAGER_MAX_QUEUED` sessions already wait for an executor.
+    Nothing was enqueued or published; the caller may retry later (or the deployment add executors)."""
+
+    def __init__(self, queued: int, limit: int) -> None:
+        super().__init__(f"overloaded: {queued} sessions already wait for an executor (EAGER_MAX_QUEUED={limit}); "
+                         "nothing was submitted: retry later or add executors")
+        self.queued = queued
+        self.limit = limit
+
+
 class Session:
     def __init__(self, client: Client, request: SessionRequest) -> None:
         self._client = client
@@ -128,7 +139,8 @@ class Client:
         batch_chunks: int | None = None,
         batch_wait_ms: int | None = None,
     ) -> Session:
-        """Start a session; raises ProtocolError (a ValueError) for a malformed request, before anything is sent.
+        """Start a session; raises ProtocolError (a ValueError) for a malformed request, and Overloaded when
+        `EAGER_MAX_QUEUED` sessions already wait for an executor, before anything is sent.
         `batch_chunks` and `batch_wait_ms` tune the `batch` gate for this session (default: the executor's settings)."""
         request = SessionRequest(
             session_id=uuid.uuid4().hex, model=model or self.settings.model, submitted_ns=now_ns(), gate=Gate(gate),
@@ -136,6 +148,9 @@ class Client:
             batch_chunks=batch_chunks, batch_wait_ms=batch_wait_ms,
         )
         fields = encode(request)  # refuses an oversized request before anything is enqueued
+        # checked, then enqueued: clients submitting at the same instant may pass the limit by a few
+        if self.settings.max_queued > 0 and (queued := self._queue.count) >= self.settings.max_queued:
+            raise Overloaded(queued, self.settings.max_queued)
         self._queue.enqueue(
             "executor_pool.session.run_session", request.session_id, request.gate.value, request.submitted_ns,
             request.batch_chunks, request.batch_wait_ms,

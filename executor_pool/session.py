@@ -107,7 +107,9 @@ class SessionRunner:
         rules = Rules.parse(self.settings.gate_preset, self.settings.gate_escapes, self.settings.gate_hold)
         self.gate = GateState(self.policy, rules, limits)
         self._cursors = {self.keys.chunks(self.session_id): "0-0", self.keys.cancel(self.session_id): "0-0"}
-        self._detector_absent_since = self.submitted_ns
+        # counted from the job's start, not the request's: a session that waited in the queue finds its detector
+        # long done (and its lease released), with all its chunks already in the stream for the first read
+        self._detector_absent_since = self._started_ns
 
     @property
     def _deadline_ns(self) -> int:
