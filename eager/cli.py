@@ -6,8 +6,11 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
+import socket
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from importlib import resources
@@ -38,6 +41,8 @@ from eager.client import Client, Overloaded
 from eager.stack import LocalStack, StackError
 
 REPLAY_MODEL = "replay"
+DEMO_PROMPT = ("Write a short Python program that prints the squares of the numbers 1 to 5, one per line. "
+               "Answer with one ```python code block.")
 
 
 def _settings() -> Settings:
@@ -73,7 +78,8 @@ def _replay(answer: str | None, ttft: float, tps: float, jitter: float, seed: in
     (a shared stack's producer is configured for its own model, not for this replay)."""
     settings = _settings()
     if answer is None:
-        yield settings
+        with _model(settings) as configured:
+            yield configured
         return
     from eager.replay import ReplayServer, SpeedProfile
 
@@ -81,6 +87,33 @@ def _replay(answer: str | None, ttft: float, tps: float, jitter: float, seed: in
     with ReplayServer({REPLAY_MODEL: answer}, profile) as server:
         yield dataclasses.replace(settings, model_base_url=server.base_url, model=REPLAY_MODEL,
                                   namespace=f"{settings.namespace}-replay-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def _model(settings: Settings, always: bool = False) -> Iterator[Settings]:
+    """With no model configured (the default endpoint, and nothing answering there) or `always`, the bundled
+    local model serves this run, on a loopback port and with stages in a namespace of their own."""
+    from eager import local_model
+
+    default = Settings.__dataclass_fields__["model_base_url"].default
+    if not always and (settings.model_base_url != default or local_model.answers(settings.model_base_url)):
+        yield settings
+        return
+    base_url = f"http://127.0.0.1:{_free_port()}/v1"
+    click.echo(f"(serving the bundled SmolLM2-135M-Instruct with llama.cpp at {base_url})", err=True)
+    with tempfile.TemporaryDirectory(prefix="eager-model-") as directory:
+        try:
+            with local_model.LocalModel(base_url, Path(directory) / "model.log"):
+                yield dataclasses.replace(settings, model_base_url=base_url, model=local_model.MODEL_NAME,
+                                          namespace=f"{settings.namespace}-local-{uuid.uuid4().hex[:8]}")
+        except local_model.LocalModelUnavailable as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -241,6 +274,23 @@ def demo(ttft: float, tps: float, jitter: float, seed: int) -> None:
         click.echo(f"  {name:<26}{s:>9.3f}s{e:>9.3f}s")
     click.echo(f"  same output: {'yes' if serial.stdout == eager.stdout else 'NO'}; "
                f"end-to-end eager/serial = {eager.e2e_s / serial.e2e_s:.2f}")
+    click.secho(f"\n=== a real model on this machine: SmolLM2-135M-Instruct (llama.cpp) ===\n{DEMO_PROMPT}", bold=True)
+    with _model(_settings(), always=True) as settings, _stack(settings) as ready:
+        _run_one(ready, Gate.EAGER, as_json=False, prompt=DEMO_PROMPT)
+
+
+@main.command("model-server")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, help="the default EAGER_MODEL_BASE_URL's port")
+def model_server(host: str, port: int) -> None:
+    """Serve the bundled local model (SmolLM2-135M-Instruct, llama.cpp) as an OpenAI-compatible endpoint."""
+    from eager import local_model
+
+    try:
+        argv = local_model.command(host, port)
+    except local_model.LocalModelUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    os.execv(argv[0], argv)
 
 
 @main.command()

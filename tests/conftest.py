@@ -23,7 +23,7 @@ from common.config import Settings
 from common.connection import connect
 from common.heartbeat import alive
 from common.lifetime import die_with_parent
-from common.protocol import Keys
+from common.protocol import STAGES, Keys
 from eager.replay import ReplayServer, SpeedProfile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +69,8 @@ class ProcfileStack:
         self.metrics_ports: dict[str, int] = {}
 
     def start(self) -> ProcfileStack:
-        for name in self.commands():
+        """The stages; not the Procfile's local model (tests bring their own model endpoint)."""
+        for name in STAGES:
             self.spawn(name)
         self.wait_alive()
         return self

@@ -33,7 +33,7 @@ import executor_pool.metrics
 import producer.metrics
 from common.config import Settings
 from common.lifetime import die_with_parent
-from common.protocol import Gate, SessionStatus
+from common.protocol import STAGES, Gate, SessionStatus
 from deploy import dashboard
 from eager.client import Client
 from eager.replay import SpeedProfile
@@ -76,8 +76,9 @@ def metric_names(expr: str) -> set[str]:
 
 
 def procfile_names() -> list[str]:
+    """The Procfile's lines in order (honcho numbers ports by line), stages only: the model server has no /metrics."""
     return [line.split(":", 1)[0] for line in (ROOT / "Procfile").read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
+            if line.strip() and not line.startswith("#") and line.split(":", 1)[0] in STAGES]
 
 
 def provisioned_datasource() -> dict[str, Any]:
