@@ -19,7 +19,7 @@ from common.clock import now_ns
 from common.config import Settings
 from common.connection import connect, connect_async
 from common.heartbeat import process_name, start_beating
-from common.lease import RENEWALS_PER_PERIOD
+from common.lease import RENEWALS_PER_PERIOD, held_async
 from common.protocol import Keys, ProtocolError, SessionRequest, decode, recover_session_id
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ async def serve_requests(
     settings: Settings, stage: str, group: str, handle: Handler, reject: RejectHandler,
     stop: asyncio.Event | None = None, resume: bool = False,
 ) -> None:
-    """Run `handle` for every session request; `reject(session_id, why)` for unreadable ones.
+    """Run `handle` for every session request, holding this stage's lease on the session meanwhile;
+    `reject(session_id, why)` for unreadable ones.
 
     With `resume` (a stage whose `handle` can pick a session up where a dead process left it),
     sessions another consumer took and stopped holding the stage's lease on are claimed and
@@ -62,7 +63,8 @@ async def serve_requests(
             request = decode(fields)
             if not isinstance(request, SessionRequest):
                 raise ProtocolError(f"a {request.kind} message on the request stream")
-            await handle(request)
+            async with held_async(client, keys.lease(request.session_id, stage), consumer, settings.lease_s):
+                await handle(request)
         except ProtocolError as exc:
             session_id = recover_session_id(fields)
             log.warning("rejected request %s (session %s): %s", entry_id, session_id, exc)

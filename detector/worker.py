@@ -17,8 +17,7 @@ from common.clock import now_ns
 from common.config import Settings
 from common.connection import MAX_BLOCK_MS, connect_async
 from common.consumer import serve_requests
-from common.heartbeat import process_name
-from common.lease import Watch, held_async
+from common.lease import Watch
 from common.metrics import serve_metrics
 from common.protocol import (
     DETECTOR_GROUP,
@@ -167,11 +166,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     keys = Keys(settings.namespace)
     client = connect_async(settings)
 
-    owner = process_name()
-
     async def handle(request: SessionRequest) -> None:
-        async with held_async(client, keys.lease(request.session_id, "detector"), owner, settings.lease_s):
-            await follow(client, keys, settings, request)
+        await follow(client, keys, settings, request)
 
     async def reject(session_id: str, why: str) -> None:
         end = GenerationEnd(finish_reason=FinishReason.ERROR, at_ns=now_ns(), tokens=0, error=why)

@@ -8,8 +8,6 @@ from common.clock import now_ns
 from common.config import Settings
 from common.connection import connect_async
 from common.consumer import serve_requests
-from common.heartbeat import process_name
-from common.lease import held_async
 from common.metrics import serve_metrics
 from common.protocol import PRODUCER_GROUP, FinishReason, GenerationEnd, Keys, SessionRequest
 from common.streams import publish_async
@@ -22,11 +20,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     client = connect_async(settings)
     model = model_client(settings)
 
-    owner = process_name()
-
     async def handle(request: SessionRequest) -> None:
-        async with held_async(client, keys.lease(request.session_id, "producer"), owner, settings.lease_s):
-            await Generation(client, model, keys, settings, request).run()
+        await Generation(client, model, keys, settings, request).run()
 
     async def reject(session_id: str, why: str) -> None:
         end = GenerationEnd(finish_reason=FinishReason.ERROR, at_ns=now_ns(), tokens=0, error=why)
