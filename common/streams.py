@@ -9,7 +9,8 @@ from __future__ import annotations
 import redis
 import redis.asyncio
 
-from common.protocol import Message, decode, encode
+from common.clock import now_ns
+from common.protocol import Cancel, Keys, Message, Summary, decode, encode
 
 Entry = tuple[str, Message]
 
@@ -20,6 +21,14 @@ def publish(client: redis.Redis, key: str, message: Message, ttl_s: int) -> str:
     pipe.expire(key, ttl_s)
     entry_id, _ = pipe.execute()
     return entry_id
+
+
+def end_abandoned(client: redis.Redis, keys: Keys, session_id: str, summary: Summary, by: str, ttl_s: int) -> Summary:
+    """End a session whose executor can no longer do so (it died): stop the model, then publish the terminal
+    summary on the session's own stream, where every reader finds it."""
+    publish(client, keys.cancel(session_id), Cancel(summary.detail or summary.status.value, by, now_ns()), ttl_s)
+    publish(client, keys.events(session_id), summary, ttl_s)
+    return summary
 
 
 async def publish_async(client: redis.asyncio.Redis, key: str, messages: list[Message], ttl_s: int) -> None:

@@ -19,7 +19,7 @@ from common.config import Settings
 from common.connection import MAX_BLOCK_MS, connect
 from common.lease import RENEWALS_PER_PERIOD, Watch
 from common.protocol import Cancel, Gate, Keys, Message, SessionRequest, SessionStatus, Summary, encode
-from common.streams import decode_entries, publish
+from common.streams import decode_entries, end_abandoned, publish
 
 # How long past the session timeout a client waits for the executor's terminal event.
 TERMINAL_GRACE_S = 15.0
@@ -101,11 +101,10 @@ class Session:
 
     def _end_abandoned(self) -> Summary:
         """The executor died mid-session: stop the model, and record the end where every reader sees it."""
-        self.cancel("the executor running the session was lost")
+        settings = self._client.settings
         summary = self._terminal(SessionStatus.FAILED, f"the executor stopped renewing its lease for "
-                                 f"{self._client.settings.lease_s} s (killed or lost) before the session ended")
-        publish(self._client.redis, self._client.keys.events(self.id), summary, self._client.settings.key_ttl_s)
-        return summary
+                                 f"{settings.lease_s} s (killed or lost) before the session ended")
+        return end_abandoned(self._client.redis, self._client.keys, self.id, summary, "client", settings.key_ttl_s)
 
     def result(self) -> Summary:
         """Wait for the end of the session."""

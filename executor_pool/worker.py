@@ -19,8 +19,8 @@ from common.config import Settings
 from common.connection import connect
 from common.heartbeat import process_name, start_beating
 from common.metrics import serve_metrics
-from common.protocol import Cancel, Gate, Keys, Message, SessionStatus, Summary, decode
-from common.streams import publish
+from common.protocol import Gate, Keys, Message, SessionStatus, Summary, decode
+from common.streams import end_abandoned
 from executor_pool import metrics, session  # noqa: F401  session: imported once here, not in every forked horse
 from executor_pool.pool import InterpreterPool, hand_off, new_interpreter
 
@@ -65,12 +65,9 @@ class PoolWorker(Worker):
 
     def _end_orphan(self, keys: Keys, session_id: str, gate: Gate, submitted_ns: int) -> Summary:
         """A killed horse publishes nothing more: stop the model and give the client its terminal event."""
-        ttl = self.settings.key_ttl_s
-        publish(self.client, keys.cancel(session_id), Cancel(SessionStatus.FAILED.value, "executor", now_ns()), ttl)
         summary = Summary(status=SessionStatus.FAILED, gate=gate, submitted_ns=submitted_ns, finished_ns=now_ns(),
                           stdout="", detail="the executor's work horse died before the session ended")
-        publish(self.client, keys.events(session_id), summary, ttl)
-        return summary
+        return end_abandoned(self.client, keys, session_id, summary, "executor", self.settings.key_ttl_s)
 
 
 def serve(settings: Settings, burst: bool = False) -> None:
