@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import threading
 import uuid
 from collections import Counter
@@ -28,6 +27,7 @@ from common.clock import now_ns
 from common.config import Settings
 from common.protocol import Gate, SessionStatus, Summary
 from eager.client import Client, Overloaded
+from eager.quantiles import quantile
 
 REPLAY_MODEL = "load"
 PROMPT = [{"role": "user", "content": "Summarise a million random numbers."}]
@@ -96,17 +96,6 @@ class Sample:
     def of(cls, summary: Summary, done_ns: int) -> Sample:
         return cls(summary.status.value, summary.submitted_ns, done_ns, summary.started_ns, summary.finished_ns,
                    summary.e2e_s, summary.ttft_s, summary.detail)
-
-
-def quantile(values: Sequence[float], q: float) -> float:
-    """Nearest rank: the smallest value with at least a fraction q of the values at or below it."""
-    if not values:
-        raise ValueError("no values")
-    if not 0 <= q <= 1:
-        raise ValueError(f"quantile {q} is not in [0, 1]")
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered) - 1e-9))  # the 1e-9: 0.9 * 10 is 9.000000000000002
-    return ordered[rank - 1]
 
 
 @dataclass(frozen=True)

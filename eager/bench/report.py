@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eager.bench.measure import Batch, Run
+from eager.quantiles import quantile
 
 OK = "ok"
 # Targets from the issue, reported beside the measurements, never asserted.
@@ -25,12 +26,6 @@ IDEAL_TARGET_FRACTION, IDEAL_TARGET_S = 0.03, 0.010  # measured eager within 3 %
 HEADER = ("| gate | runs | e2e p50 | e2e p90 | e2e cut p50 | e2e cut p90 | worst e2e vs serial | non-overlapped p50 "
           "| non-overlapped cut p50 | gap to ideal p50 / p90 | within ideal | model error p50 | execution-dominated "
           "| same output |")
-
-
-def quantile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank quantile (no interpolation between runs)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
 
 
 @dataclass(frozen=True)
