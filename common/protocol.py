@@ -18,8 +18,14 @@ key                                 type    content
 ``<ns>:{<session>}:cancel``         stream  Cancel (executor or client -> producer)
 ``<ns>:{<session>}:events``         stream  SessionStarted, GateDecision*, Batch*, Output, ExecutionError, Summary (executor -> client)
 ``<ns>:{<session>}:lease:<stage>``  string  the process working on the session for that stage; expires unless renewed
+``<ns>:{<conv>}:turns``             stream  TurnRequest* then ConversationEnd (client -> the executor running the conversation)
+``<ns>:{<conv>}:lease:<stage>``     string  the client holding the conversation open, the executor keeping its interpreter
 ``<ns>:stages:<stage>``             zset    process name -> last heartbeat (ms); who is alive
 ==================================  ======  =====================================================
+
+A conversation is a series of sessions (turns) whose code runs in one interpreter: its first
+turn's executor job keeps the interpreter and takes each later turn from the ``turns`` stream.
+Conversation ids share the session id alphabet.
 
 RQ's own keys (``rq:*``) hold the executor queue ``<ns>-executor`` and jobs ``<ns>-session-<session>``.
 """
@@ -41,6 +47,7 @@ MAX_BODY_CHARS = 4_000_000
 PRODUCER_GROUP = "producer"
 DETECTOR_GROUP = "detector"
 STAGES = ("producer", "detector", "executor")
+CONVERSATION_HOLDERS = ("client", "executor")
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -95,6 +102,17 @@ class Keys:
         if stage not in STAGES:
             raise ProtocolError(f"unknown stage {stage!r}")
         return self._session(session_id, f"lease:{stage}")
+
+    def turns(self, conversation_id: str) -> str:
+        return self._session(conversation_id, "turns")
+
+    def conversation_lease(self, conversation_id: str, holder: str) -> str:
+        if holder not in CONVERSATION_HOLDERS:
+            raise ProtocolError(f"unknown conversation holder {holder!r}")
+        return self._session(conversation_id, f"lease:{holder}")
+
+    def conversation_keys(self, conversation_id: str) -> tuple[str, ...]:
+        return (self.turns(conversation_id), *(self.conversation_lease(conversation_id, h) for h in CONVERSATION_HOLDERS))
 
     def session_keys(self, session_id: str) -> tuple[str, ...]:
         return (self.tokens(session_id), self.chunks(session_id), self.cancel(session_id), self.events(session_id),
@@ -180,9 +198,12 @@ class SessionRequest(Message):
     temperature: float | None = None
     batch_chunks: int | None = None  # gate `batch`: run when this many chunks wait (default: the executor's setting)
     batch_wait_ms: int | None = None  # gate `batch`: or when the oldest has waited this long
+    stop: list[str] | None = None  # stop sequences, passed to the model as they are
 
     def __post_init__(self) -> None:
         check_session_id(self.session_id)
+        if self.stop is not None and (not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop)):
+            raise ProtocolError("`stop` must be a list of non-empty strings")
         for name, least in (("batch_chunks", 1), ("batch_wait_ms", 0)):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < least):
@@ -284,6 +305,33 @@ class SessionStarted(Message):
     at_ns: int
     warm: bool = False  # the interpreter came from the executor's warm pool
     isolation: str = "none"  # what the sandbox got: "netns+uid" (own network namespace, own uid), "uid", "netns" or "none"
+    turn: int = 1  # the session's place in its conversation (1 for a lone session)
+    kept_state: bool = False  # the interpreter carried over from the previous turn, with the names it defined
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest(Message):
+    """The next turn of a conversation: its session, already submitted to the producer and detector."""
+
+    kind: ClassVar[str] = "turn"
+    session_id: str
+    gate: Gate
+    submitted_ns: int
+    batch_chunks: int | None = None
+    batch_wait_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        check_session_id(self.session_id)
+        object.__setattr__(self, "gate", Gate(self.gate))
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationEnd(Message):
+    """The client is done with the conversation: the executor frees its interpreter."""
+
+    kind: ClassVar[str] = "conversation_end"
+    reason: str
+    at_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +413,8 @@ class Summary(Message):
     tokens: int | None = None
     detail: str | None = None
     started_ns: int | None = None  # when an executor took the session off its queue (None: none did)
+    turn: int = 1
+    interpreter_kept: bool = False  # the interpreter lives on for the conversation's next turn, with this turn's names
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", SessionStatus(self.status))
@@ -413,6 +463,7 @@ _KINDS: dict[str, type[Message]] = {
     for cls in (
         SessionRequest, Delta, GenerationEnd, ChunkReady, CodeInvalid, DetectionEnd, Cancel,
         SessionStarted, GateDecision, BatchStarted, Output, BatchFinished, ExecutionError, Summary,
+        TurnRequest, ConversationEnd,
     )
 }
 

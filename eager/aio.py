@@ -13,7 +13,8 @@ from typing import Any, Self
 
 from common.config import Settings
 from common.protocol import Message, SessionRequest, Summary
-from eager.client import Client, Session
+from eager.client import Client, Conversation, Session
+from eager.repair import RepairReport
 
 
 class AsyncSession:
@@ -45,6 +46,30 @@ class AsyncSession:
         await asyncio.to_thread(self._session.cancel, reason)
 
 
+class AsyncConversation:
+    """`Conversation` awaited: turns that share one interpreter."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        self._conversation = conversation
+
+    @property
+    def id(self) -> str:
+        return self._conversation.id
+
+    async def send(self, **turn: Any) -> AsyncSession:
+        """Takes `Conversation.send`'s keyword arguments; raises the same ConversationClosed."""
+        return AsyncSession(await asyncio.to_thread(lambda: self._conversation.send(**turn)))
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._conversation.close)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
 class AsyncClient:
     """`async with AsyncClient() as client: session = await client.submit(messages=[...])`."""
 
@@ -58,6 +83,14 @@ class AsyncClient:
     async def submit(self, **request: Any) -> AsyncSession:
         """Takes `Client.submit`'s keyword arguments; raises the same ProtocolError and Overloaded."""
         return AsyncSession(await asyncio.to_thread(lambda: self._client.submit(**request)))
+
+    async def conversation(self, **options: Any) -> AsyncConversation:
+        """Takes `Client.conversation`'s keyword arguments."""
+        return AsyncConversation(await asyncio.to_thread(lambda: self._client.conversation(**options)))
+
+    async def solve(self, **task: Any) -> RepairReport:
+        """`Client.solve` (the repair loop) in a worker thread: its `on_event` callback runs in that thread."""
+        return await asyncio.to_thread(lambda: self._client.solve(**task))
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._client.close)

@@ -12,7 +12,7 @@ import socket
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from eager.client import Client, Overloaded
 from eager.stack import LocalStack, StackError
 
 REPLAY_MODEL = "replay"
+DEMO_REPAIRS = 2  # a 135M model's code often fails: the demo shows the repair loop at work
 DEMO_PROMPT = ("Write a short Python program that prints the squares of the numbers 1 to 5, one per line. "
                "Answer with one ```python code block.")
 
@@ -73,18 +74,18 @@ def _speed_options(command):  # type: ignore[no-untyped-def]
 
 
 @contextlib.contextmanager
-def _replay(answer: str | None, ttft: float, tps: float, jitter: float, seed: int) -> Iterator[Settings]:
-    """Settings for a run; with an answer, a replay model serves it and the stages use a namespace of their own
-    (a shared stack's producer is configured for its own model, not for this replay)."""
+def _replay(answers: list[str], ttft: float, tps: float, jitter: float, seed: int) -> Iterator[Settings]:
+    """Settings for a run; with answers (one per turn), a replay model serves them and the stages use a namespace
+    of their own (a shared stack's producer is configured for its own model, not for this replay)."""
     settings = _settings()
-    if answer is None:
+    if not answers:
         with _model(settings) as configured:
             yield configured
         return
     from eager.replay import ReplayServer, SpeedProfile
 
     profile = SpeedProfile(ttft_s=ttft, tokens_per_s=tps, jitter=jitter, seed=seed)
-    with ReplayServer({REPLAY_MODEL: answer}, profile) as server:
+    with ReplayServer({REPLAY_MODEL: answers}, profile) as server:
         yield dataclasses.replace(settings, model_base_url=server.base_url, model=REPLAY_MODEL,
                                   namespace=f"{settings.namespace}-replay-{uuid.uuid4().hex[:8]}")
 
@@ -197,6 +198,38 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+def _shower(as_json: bool) -> Callable[[int, Message], None]:
+    """How `eager run` shows each event of turn N: a JSON line (with its turn), or the human view."""
+    view, shown_turn = _HumanView(), 1
+
+    def show(turn: int, message: Message) -> None:
+        nonlocal view, shown_turn
+        if as_json:
+            data = message.report() if isinstance(message, Summary) else to_data(message)
+            click.echo(json.dumps({**data, "turn": turn}))
+            return
+        if turn != shown_turn:
+            view, shown_turn = _HumanView(), turn
+            click.secho(f"\n=== turn {turn}: the error went back to the model ===", bold=True)
+        if not isinstance(message, (ChunkReady, SessionStarted)):
+            view.show(message)
+
+    return show
+
+
+def _solve(settings: Settings, gate: Gate, as_json: bool, prompt: str, repairs: int, model: str | None) -> bool:
+    """The repair loop with every event shown; prints the per-turn report and returns whether it succeeded."""
+    with Client(settings) as client:
+        report = client.solve(messages=[{"role": "user", "content": prompt}], repairs=repairs, model=model, gate=gate,
+                              on_event=_shower(as_json))
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+    else:
+        click.secho("\n=== repair loop ===", bold=True)
+        click.echo(report.text())
+    return report.succeeded
+
+
 def _run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str | None = None,
              raw_prompt: str | None = None, model: str | None = None, batch_chunks: int | None = None,
              batch_wait_ms: int | None = None) -> Summary:
@@ -207,14 +240,10 @@ def _run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str | None =
         else:
             session = client.submit(messages=[{"role": "user", "content": prompt or "replay"}], model=model, gate=gate,
                                     **limits)
-        view = _HumanView()
+        show = _shower(as_json)
         try:
             for message in session.events():
-                if as_json:
-                    data = message.report() if isinstance(message, Summary) else to_data(message)
-                    click.echo(json.dumps(data))
-                elif not isinstance(message, (ChunkReady, SessionStarted)):
-                    view.show(message)
+                show(1, message)
         except BaseException:
             with contextlib.suppress(redis.RedisError):
                 session.cancel("the client stopped reading")
@@ -225,8 +254,12 @@ def _run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str | None =
 
 @main.command()
 @click.argument("prompt", required=False)
-@click.option("--replay", "replay_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="replay this recorded answer instead of asking a model")
+@click.option("--replay", "replay_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="replay this recorded answer instead of asking a model (repeat it with --repair: the k-th file "
+              "answers turn k)")
+@click.option("--repair", "repairs", default=0, show_default=True, type=click.IntRange(min=0),
+              help="when the code fails, send the error, the code that ran and the partial answer back to the "
+              "model, up to this many more turns, all in one interpreter")
 @click.option("--gate", type=click.Choice([g.value for g in Gate]), default=Gate.EAGER.value, show_default=True)
 @click.option("--batch-chunks", type=click.IntRange(min=1), help="gate batch: run at this many chunks "
               "(default: EAGER_GATE_BATCH_CHUNKS)")
@@ -236,23 +269,30 @@ def _run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str | None =
 @click.option("--model", help="model name (default: EAGER_MODEL)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per event; the last is the summary")
 @_speed_options
-def run(prompt: str | None, replay_file: Path | None, gate: str, batch_chunks: int | None, batch_wait_ms: int | None,
-        raw: bool, model: str | None, as_json: bool, ttft: float, tps: float, jitter: float, seed: int) -> None:
+def run(prompt: str | None, replay_files: tuple[Path, ...], repairs: int, gate: str, batch_chunks: int | None,
+        batch_wait_ms: int | None, raw: bool, model: str | None, as_json: bool, ttft: float, tps: float,
+        jitter: float, seed: int) -> None:
     """Generate code for PROMPT (or replay a recorded answer) and execute it as it is written."""
-    if (prompt is None) == (replay_file is None):
+    if (prompt is None) == (not replay_files):
         raise click.UsageError("give a PROMPT or --replay FILE (one of them)")
-    answer = replay_file.read_text() if replay_file else None
+    if repairs and (raw or batch_chunks or batch_wait_ms is not None):
+        raise click.UsageError("--repair talks to a chat model with the executor's batch limits: no --raw, "
+                               "--batch-chunks or --batch-wait-ms")
     _exit_on_sigterm()
-    with _replay(answer, ttft, tps, jitter, seed) as settings, _stack(settings) as ready:
+    with _replay([path.read_text() for path in replay_files], ttft, tps, jitter, seed) as settings, \
+            _stack(settings) as ready:
         try:
-            summary = _run_one(ready, Gate(gate), as_json, prompt=None if raw else prompt,
-                               raw_prompt=prompt if raw else None, model=model, batch_chunks=batch_chunks,
-                               batch_wait_ms=batch_wait_ms)
+            if repairs:
+                ok = _solve(ready, Gate(gate), as_json, prompt or "replay", repairs, model)
+            else:
+                ok = _run_one(ready, Gate(gate), as_json, prompt=None if raw else prompt,
+                              raw_prompt=prompt if raw else None, model=model, batch_chunks=batch_chunks,
+                              batch_wait_ms=batch_wait_ms).status.value == "ok"
         except ProtocolError as exc:
             raise click.UsageError(str(exc)) from exc
         except Overloaded as exc:
             raise click.ClickException(str(exc)) from exc
-    sys.exit(0 if summary.status.value == "ok" else 1)
+    sys.exit(0 if ok else 1)
 
 
 @main.command()
@@ -262,7 +302,7 @@ def demo(ttft: float, tps: float, jitter: float, seed: int) -> None:
     answer = resources.files("eager").joinpath("examples/answer.md").read_text()
     _exit_on_sigterm()
     results: dict[Gate, Summary] = {}
-    with _replay(answer, ttft, tps, jitter, seed) as settings, _stack(settings) as ready:
+    with _replay([answer], ttft, tps, jitter, seed) as settings, _stack(settings) as ready:
         for gate in (Gate.SERIAL, Gate.EAGER):
             click.secho(f"\n=== gate {gate.value} ===", bold=True)
             results[gate] = _run_one(ready, gate, as_json=False)
@@ -276,7 +316,7 @@ def demo(ttft: float, tps: float, jitter: float, seed: int) -> None:
                f"end-to-end eager/serial = {eager.e2e_s / serial.e2e_s:.2f}")
     click.secho(f"\n=== a real model on this machine: SmolLM2-135M-Instruct (llama.cpp) ===\n{DEMO_PROMPT}", bold=True)
     with _model(_settings(), always=True) as settings, _stack(settings) as ready:
-        _run_one(ready, Gate.EAGER, as_json=False, prompt=DEMO_PROMPT)
+        _solve(ready, Gate.EAGER, as_json=False, prompt=DEMO_PROMPT, repairs=DEMO_REPAIRS, model=None)
 
 
 @main.command("model-server")
@@ -431,7 +471,8 @@ def chunk(deltas_file, raw: bool, as_json: bool) -> None:  # type: ignore[no-unt
 
 @main.command("replay-server")
 @click.option("--answer", "answers", multiple=True, required=True,
-              help="NAME=FILE (or FILE, named by its stem); the request's model picks the answer")
+              help="NAME=FILE (or FILE, named by its stem); the request's model picks the answer; repeat a NAME to "
+              "script a conversation (a chat with k assistant messages gets that NAME's answer k)")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8081, show_default=True)
 @_speed_options
@@ -440,10 +481,10 @@ def replay_server(answers: tuple[str, ...], host: str, port: int, ttft: float, t
     """Serve recorded answers as an OpenAI-compatible streaming model."""
     from eager.replay import SpeedProfile, run_server
 
-    named: dict[str, str] = {}
+    named: dict[str, list[str]] = {}
     for spec in answers:
         name, _, path = spec.rpartition("=")
-        named[name or Path(path).stem] = Path(path).read_text()
+        named.setdefault(name or Path(path).stem, []).append(Path(path).read_text())
     run_server(named, SpeedProfile(ttft_s=ttft, tokens_per_s=tps, jitter=jitter, seed=seed), host=host, port=port,
                on_ready=lambda url: click.echo(f"replay model serving {', '.join(named)} at {url}"))
 

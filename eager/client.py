@@ -6,10 +6,12 @@ executor's fork and interpreter start overlap the model's time to first token.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, Self
 
 from redis import RedisError
 from rq import Queue
@@ -17,14 +19,27 @@ from rq import Queue
 from common.clock import now_ns
 from common.config import Settings
 from common.connection import MAX_BLOCK_MS, connect
-from common.lease import RENEWALS_PER_PERIOD, Watch
-from common.protocol import Cancel, Gate, Keys, Message, SessionRequest, SessionStatus, Summary, encode
+from common.lease import RENEWALS_PER_PERIOD, Watch, held
+from common.protocol import (
+    Cancel,
+    ConversationEnd,
+    Gate,
+    Keys,
+    Message,
+    SessionRequest,
+    SessionStatus,
+    Summary,
+    TurnRequest,
+    encode,
+)
 from common.streams import decode_entries, end_abandoned, publish
+from eager import repair
 
 # How long past the session timeout a client waits for the executor's terminal event.
 TERMINAL_GRACE_S = 15.0
 REDIS_GIVE_UP_LEASES = 3  # Redis unreachable this many lease periods: the session's end cannot be learnt
 REDIS_RETRY_S = 0.2
+STARTED_GRACE_LEASES = 3  # a conversation's later turn goes to an executor already waiting for it
 
 
 class Overloaded(RuntimeError):
@@ -38,11 +53,17 @@ class Overloaded(RuntimeError):
         self.limit = limit
 
 
+class ConversationClosed(RuntimeError):
+    """The conversation cannot take another turn: it was closed, reached its turn limit, or its executor
+    let it go (idle past `EAGER_TURN_IDLE_S`, or the executor died). Nothing was submitted."""
+
+
 class Session:
-    def __init__(self, client: Client, request: SessionRequest) -> None:
+    def __init__(self, client: Client, request: SessionRequest, executor_grace_s: float = math.inf) -> None:
         self._client = client
         self.request = request
         self.summary: Summary | None = None
+        self._executor_grace_s = executor_grace_s  # queued is not lost: only a lapsed lease is, unless a grace is set
 
     @property
     def id(self) -> str:
@@ -57,7 +78,7 @@ class Session:
         streams = [keys.chunks(self.id), keys.events(self.id)] + ([keys.tokens(self.id)] if tokens else [])
         cursors = {key: "0-0" for key in streams}
         deadline_ns = self.request.submitted_ns + int((settings.session_timeout_s + TERMINAL_GRACE_S) * 1e9)
-        executor = Watch(self.request.submitted_ns, grace_s=math.inf)  # queued is not lost: only a lapsed lease is
+        executor = Watch(self.request.submitted_ns, grace_s=self._executor_grace_s)
         check_every_ns, checked_ns = int(settings.lease_s / RENEWALS_PER_PERIOD * 1e9), 0
 
         def read(block_ms: int | None) -> Iterator[Message]:
@@ -135,36 +156,172 @@ class Client:
         gate: Gate | str = Gate.EAGER,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        stop: list[str] | None = None,
         batch_chunks: int | None = None,
         batch_wait_ms: int | None = None,
     ) -> Session:
         """Start a session; raises ProtocolError (a ValueError) for a malformed request, and Overloaded when
         `EAGER_MAX_QUEUED` sessions already wait for an executor, before anything is sent.
         `batch_chunks` and `batch_wait_ms` tune the `batch` gate for this session (default: the executor's settings)."""
-        request = SessionRequest(
-            session_id=uuid.uuid4().hex, model=model or self.settings.model, submitted_ns=now_ns(), gate=Gate(gate),
-            messages=messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
-            batch_chunks=batch_chunks, batch_wait_ms=batch_wait_ms,
-        )
-        fields = encode(request)  # refuses an oversized request before anything is enqueued
+        request = self.request(messages=messages, prompt=prompt, model=model, gate=gate, max_tokens=max_tokens,
+                               temperature=temperature, stop=stop, batch_chunks=batch_chunks,
+                               batch_wait_ms=batch_wait_ms)
+        return self._start(request)
+
+    def conversation(
+        self,
+        *,
+        model: str | None = None,
+        gate: Gate | str = Gate.EAGER,
+        max_turns: int = 10,
+        setup: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        stop: list[str] | None = None,
+    ) -> Conversation:
+        """Open a conversation: turns (sessions) whose code runs in one interpreter, as a coding agent's steps do.
+        `setup` is Python run in every fresh interpreter before its first turn (helpers the agent's code calls).
+        Close it (or use it as a context manager) to free the executor holding the interpreter."""
+        return Conversation(self, {"model": model, "gate": gate, "max_tokens": max_tokens,
+                                   "temperature": temperature, "stop": stop}, max_turns, setup)
+
+    def solve(self, *, messages: list[dict[str, str]], repairs: int = 2, setup: str | None = None,
+              on_event: Callable[[int, Message], None] | None = None, write_feedback: repair.Feedback = repair.feedback,
+              **request: Any) -> repair.RepairReport:
+        """Run a coding task until its program works: when a turn's code fails (early error interruption stops
+        the model at the error), the error, the code that ran and the partial answer go back to the model as
+        the next turn, up to `repairs` times, all in one interpreter. `on_event(turn, event)` sees every event;
+        `request` takes `Client.conversation`'s model, gate and limits."""
+        records: list[tuple[str, repair.TurnRecord]] = []
+        interrupted = None
+        with self.conversation(max_turns=repairs + 1, setup=setup, **request) as conversation:
+            while True:
+                try:
+                    session = conversation.send(messages=messages)
+                except ConversationClosed as exc:
+                    interrupted = str(exc)
+                    break
+                record = repair.TurnRecord()
+                try:
+                    for event in session.events():
+                        record.receive(event)
+                        if on_event is not None:
+                            on_event(len(records) + 1, event)
+                except BaseException:
+                    with contextlib.suppress(RedisError):
+                        session.cancel("the client stopped reading")
+                    raise
+                records.append((session.id, record))
+                assert record.summary is not None
+                if len(records) > repairs or not repair.repairable(record.summary):
+                    break
+                messages = repair.next_messages(messages, record, write_feedback)
+        return repair.report(records, repairs + 1, interrupted)
+
+    def request(self, **fields: Any) -> SessionRequest:
+        """A validated request with a new session id and the configured model unless one is given."""
+        fields["model"] = fields.get("model") or self.settings.model
+        request = SessionRequest(session_id=uuid.uuid4().hex, submitted_ns=now_ns(), **fields)
+        encode(request)  # refuses an oversized request before anything is enqueued
+        return request
+
+    def _start(self, request: SessionRequest, conversation: Conversation | None = None) -> Session:
+        """Enqueue the executor's job (it forks and starts while the model thinks), then publish the request."""
         # checked, then enqueued: clients submitting at the same instant may pass the limit by a few
         if self.settings.max_queued > 0 and (queued := self._queue.count) >= self.settings.max_queued:
             raise Overloaded(queued, self.settings.max_queued)
+        turns = 1 if conversation is None else conversation.max_turns
         self._queue.enqueue(
             "executor_pool.session.run_session", request.session_id, request.gate.value, request.submitted_ns,
             request.batch_chunks, request.batch_wait_ms,
+            None if conversation is None else conversation.id, None if conversation is None else conversation.setup,
+            turns,
             job_id=self.keys.executor_job_id(request.session_id),
-            job_timeout=int(self.settings.session_timeout_s + 60),
+            job_timeout=int(turns * (self.settings.session_timeout_s + self.settings.turn_idle_s) + 60),
             result_ttl=self.settings.key_ttl_s, failure_ttl=self.settings.key_ttl_s, ttl=self.settings.key_ttl_s,
         )
-        self.redis.xadd(self.keys.requests, fields, maxlen=100_000, approximate=True)
+        self.publish_request(request)
         return Session(self, request)
+
+    def publish_request(self, request: SessionRequest) -> None:
+        self.redis.xadd(self.keys.requests, encode(request), maxlen=100_000, approximate=True)
 
     def close(self) -> None:
         self.redis.close()
         self._queue.connection.close()
 
     def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Conversation:
+    """Turns that share one interpreter: each turn is a session of its own (its events, its summary), and its
+    code runs after the previous turn's, with the names that turn defined (unless that interpreter died:
+    `SessionStarted.kept_state` and `Summary.interpreter_kept` say which).
+
+    The first turn's executor job keeps the interpreter and takes the later turns itself; it holds them for
+    as long as this object holds the conversation open (a renewed lease), and `EAGER_TURN_IDLE_S` at most
+    between turns.
+    """
+
+    def __init__(self, client: Client, defaults: dict[str, Any], max_turns: int, setup: str | None) -> None:
+        if max_turns < 1:
+            raise ValueError("a conversation needs max_turns of at least 1")
+        self._client = client
+        self._defaults = defaults
+        self.max_turns = max_turns
+        self.setup = setup
+        self.id = uuid.uuid4().hex
+        self.sessions: list[Session] = []
+        self._held = contextlib.ExitStack()
+        keys, settings = client.keys, client.settings
+        self._held.enter_context(held(client.redis, keys.conversation_lease(self.id, "client"), "client",
+                                      settings.lease_s))
+        self._held.callback(self._end)
+
+    def send(self, *, messages: list[dict[str, str]] | None = None, prompt: str | None = None,
+             **overrides: Any) -> Session:
+        """Submit the next turn (`Client.submit`'s arguments; model, gate and limits default to the
+        conversation's). Waits for the previous turn to end first: a turn's code runs after the one before.
+        Raises ConversationClosed when no executor holds the conversation any more."""
+        if self._held is None:
+            raise ConversationClosed(f"conversation {self.id} is closed")
+        if len(self.sessions) >= self.max_turns:
+            raise ConversationClosed(f"conversation {self.id} reached its limit of {self.max_turns} turns")
+        request = self._client.request(messages=messages, prompt=prompt, **{**self._defaults, **overrides})
+        if not self.sessions:
+            session = self._client._start(request, self)
+        else:
+            self.sessions[-1].result()
+            keys, settings = self._client.keys, self._client.settings
+            if not self._client.redis.exists(keys.conversation_lease(self.id, "executor")):
+                raise ConversationClosed(f"no executor holds conversation {self.id} any more (idle past "
+                                         "EAGER_TURN_IDLE_S, or its executor died)")
+            publish(self._client.redis, keys.turns(self.id), TurnRequest(
+                request.session_id, request.gate, request.submitted_ns, request.batch_chunks, request.batch_wait_ms,
+            ), settings.key_ttl_s)
+            self._client.publish_request(request)
+            # the executor is running and waiting for this turn: if it does not take it soon, none will
+            session = Session(self._client, request, executor_grace_s=STARTED_GRACE_LEASES * settings.lease_s)
+        self.sessions.append(session)
+        return session
+
+    def _end(self) -> None:
+        with contextlib.suppress(RedisError):
+            publish(self._client.redis, self._client.keys.turns(self.id), ConversationEnd("closed by the client",
+                                                                                         now_ns()),
+                    self._client.settings.key_ttl_s)
+
+    def close(self) -> None:
+        """Free the interpreter: the executor ends the conversation at once. Idempotent."""
+        if self._held is not None:
+            held_open, self._held = self._held, None
+            held_open.close()
+
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,7 +2,8 @@
 
 Benchmarks of "serial" vs "eager" execution are only comparable if both see the
 same tokens at the same times.  A live LLM gives neither, so this server stands
-in for one: it holds named answers, splits each into token-sized pieces and
+in for one: it holds named answers (a list of them per name scripts a conversation:
+a chat request with k assistant messages gets answer k), splits each into token-sized pieces and
 streams them on a seeded, absolute schedule (``ttft + i / tokens_per_s``, with
 optional jitter).  It speaks the OpenAI wire format so the real ``openai``
 client -- and therefore the real producer code -- can be pointed at it.
@@ -34,7 +35,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -140,6 +141,7 @@ class ReplayRecord:
     endpoint: str  # "chat.completions" | "completions"
     stream: bool
     tokens_total: int
+    messages: list[dict[str, Any]] | None = None  # the chat request's messages: what the model was told
     tokens_sent: int = 0
     disconnected: bool = False
     finished: bool = False
@@ -153,7 +155,7 @@ class ReplayRecord:
 class _State:
     """Per-application mutable state (lives on the server's event loop)."""
 
-    answers: dict[str, str]
+    answers: dict[str, list[str]]  # by model: one answer per turn of a conversation
     profile: SpeedProfile
     records: dict[str, ReplayRecord] = dataclasses.field(default_factory=dict)
     counter: itertools.count[int] = dataclasses.field(
@@ -182,19 +184,31 @@ def _error(status: int, message: str, code: str, param: str | None = None) -> we
     return web.json_response(body, status=status)
 
 
-def _select_answer(state: _State, model: Any) -> tuple[str, str]:
+def _select_answer(state: _State, body: dict[str, Any]) -> tuple[str, str]:
+    """The model's answer for this turn: a chat with k assistant messages gets answer k (or the last one),
+    cut before the first of the request's stop sequences, as a real server stops."""
+    model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _BadRequest(400, "'model' must be a non-empty string", "invalid_value", "model")
-    if model in state.answers:
-        return model, state.answers[model]
-    if len(state.answers) == 1:
-        return model, next(iter(state.answers.values()))
+    turns = state.answers.get(model)
+    if turns is None and len(state.answers) == 1:
+        turns = next(iter(state.answers.values()))
+    if turns is not None:
+        messages = body.get("messages") or []
+        answer = turns[min(sum(1 for m in messages if m.get("role") == "assistant"), len(turns) - 1)]
+        return model, _until_stop(answer, body.get("stop"))
     raise _BadRequest(
         404,
         f"The model '{model}' does not exist; known: {sorted(state.answers)}",
         "model_not_found",
         "model",
     )
+
+
+def _until_stop(answer: str, stop: Any) -> str:
+    sequences = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    cuts = [answer.find(s) for s in sequences if isinstance(s, str) and s and s in answer]
+    return answer[:min(cuts)] if cuts else answer
 
 
 def _text_of(value: Any) -> str:
@@ -239,7 +253,7 @@ async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
     state = request.app[_STATE]
     try:
         body = await _parse(request, chat)
-        model, answer = _select_answer(state, body.get("model"))
+        model, answer = _select_answer(state, body)
     except _BadRequest as exc:
         return _error(exc.status, exc.message, exc.code, exc.param)
 
@@ -256,6 +270,7 @@ async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
         endpoint="chat.completions" if chat else "completions",
         stream=stream,
         tokens_total=len(tokens),
+        messages=body.get("messages") if chat else None,
         created=created,
     )
     state.records[rid] = record
@@ -402,12 +417,16 @@ async def _cancel_streams(app: web.Application) -> None:
         task.cancel()
 
 
-def create_app(answers: Mapping[str, str], profile: SpeedProfile | None = None) -> web.Application:
-    """Build the aiohttp application serving ``answers`` at ``profile`` speed."""
-    if not answers:
+Answers = Mapping[str, str | Sequence[str]]
+
+
+def create_app(answers: Answers, profile: SpeedProfile | None = None) -> web.Application:
+    """Build the aiohttp application serving ``answers`` (one per model, or a list: one per turn) at ``profile``."""
+    turns = {name: [answer] if isinstance(answer, str) else list(answer) for name, answer in answers.items()}
+    if not turns or not all(turns.values()):
         raise ValueError("answers must not be empty")
     app = web.Application()
-    app[_STATE] = _State(answers=dict(answers), profile=profile or SpeedProfile())
+    app[_STATE] = _State(answers=turns, profile=profile or SpeedProfile())
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_post("/v1/completions", _completions)
     app.router.add_get("/v1/models", _models)
@@ -438,7 +457,7 @@ def _base_url(host: str, port: int) -> str:
 
 
 def run_server(
-    answers: dict[str, str],
+    answers: Answers,
     profile: SpeedProfile,
     host: str = "127.0.0.1",
     port: int = 0,
@@ -480,7 +499,7 @@ class ReplayServer:
     ``__enter__`` and stops (cancelling any in-flight streams) on ``__exit__``.
     """
 
-    def __init__(self, answers: Mapping[str, str], profile: SpeedProfile | None = None) -> None:
+    def __init__(self, answers: Answers, profile: SpeedProfile | None = None) -> None:
         self._app = create_app(answers, profile)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

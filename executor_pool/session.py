@@ -8,6 +8,7 @@ if the executor itself breaks, and even then it publishes a terminal Summary fir
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -36,8 +37,10 @@ from common.protocol import (
     SessionStarted,
     SessionStatus,
     Summary,
+    TurnRequest,
 )
 from common.streams import decode_entries, publish
+from executor_pool.conversation import Interpreters, SetupFailed, TurnWait
 from executor_pool.gate import Batch, BatchLimits, GateError, GateState
 from executor_pool.interpreter import (
     BatchTimeout,
@@ -47,7 +50,6 @@ from executor_pool.interpreter import (
     InterpreterError,
     LimitExceeded,
 )
-from executor_pool.pool import handed_off, new_interpreter
 from executor_pool.static_gate import Escape, Rules
 
 log = logging.getLogger(__name__)
@@ -64,14 +66,29 @@ _END_STATUS = {
 
 
 def run_session(session_id: str, gate: str, submitted_ns: int, batch_chunks: int | None = None,
-                batch_wait_ms: int | None = None) -> str:
-    """The RQ job function; returns the terminal status. The batch limits are the session's own, if it chose."""
+                batch_wait_ms: int | None = None, conversation: str | None = None, setup: str | None = None,
+                max_turns: int = 1) -> str:
+    """The RQ job function; returns the (last turn's) terminal status. The batch limits are the session's own,
+    if it chose. With a `conversation`, the job then runs that conversation's later turns, up to `max_turns`,
+    in the same interpreter."""
     settings = Settings.from_env()
     client, keys = connect(settings), Keys(settings.namespace)
-    with held(client, keys.lease(session_id, "executor"), process_name(), settings.lease_s):
-        runner = SessionRunner(client, keys, settings, session_id, Gate(gate), submitted_ns, batch_chunks,
-                               batch_wait_ms)
-        return runner.run().value
+    interpreters = Interpreters(settings, keep=conversation is not None, setup=setup)
+    turn = TurnRequest(session_id, Gate(gate), submitted_ns, batch_chunks, batch_wait_ms)
+    turns = None if conversation is None else TurnWait(client, keys, settings, conversation)
+    with contextlib.ExitStack() as stack:
+        stack.callback(interpreters.close)
+        if conversation is not None:
+            stack.enter_context(held(client, keys.conversation_lease(conversation, "executor"), process_name(),
+                                     settings.lease_s))
+        number = 1
+        while True:
+            with held(client, keys.lease(turn.session_id, "executor"), process_name(), settings.lease_s):
+                status = SessionRunner(client, keys, settings, turn.session_id, turn.gate, turn.submitted_ns,
+                                       interpreters, turn.batch_chunks, turn.batch_wait_ms, number).run()
+            if turns is None or number >= max_turns or (turn := turns.next_turn()) is None:
+                return status.value
+            number += 1
 
 
 @dataclass
@@ -89,8 +106,10 @@ class SessionRunner:
     session_id: str
     policy: Gate
     submitted_ns: int
+    interpreters: Interpreters
     batch_chunks: int | None = None
     batch_wait_ms: int | None = None
+    turn: int = 1
     gate: GateState = field(init=False)
     _cursors: dict[str, str] = field(init=False)
     _stdout: list[str] = field(default_factory=list)
@@ -119,13 +138,11 @@ class SessionRunner:
         publish(self.client, self.keys.events(self.session_id), message, self.settings.key_ttl_s)
 
     def run(self) -> SessionStatus:
-        warm = handed_off()
-        interpreter = warm or new_interpreter(self.settings)
+        interpreters = self.interpreters
         try:
-            if warm is None:
-                interpreter.start()
-            self._publish(SessionStarted(socket.gethostname(), interpreter.pid, self.policy, now_ns(),
-                                         warm=warm is not None, isolation=interpreter.isolation))
+            interpreter, warm, kept = interpreters.acquire()
+            self._publish(SessionStarted(socket.gethostname(), interpreter.pid, self.policy, now_ns(), warm=warm,
+                                         isolation=interpreter.isolation, turn=self.turn, kept_state=kept))
             if "netns" not in interpreter.isolation:  # the network is reachable: using it would leave the sandbox
                 self.gate = GateState(self.policy, self.gate.rules.opening(Escape.NETWORK), self.gate.limits)
             stop = self._execute(interpreter)
@@ -133,12 +150,14 @@ class SessionRunner:
             log.exception("session %s lost Redis", self.session_id)
             stop = _Stop(SessionStatus.FAILED, detail=f"lost Redis mid-session ({type(exc).__name__}: {exc}); "
                                                       "what the session had published may be gone")
+        except SetupFailed as exc:
+            stop = _Stop(SessionStatus.FAILED, detail=str(exc))
         except (ProtocolError, GateError, OSError, InterpreterError) as exc:
             log.exception("session %s failed in the executor", self.session_id)
             stop = _Stop(SessionStatus.FAILED, detail=f"executor failure: {exc!r}")
         finally:
-            interpreter.close()
-        summary = self._finish(stop)
+            interpreters.release()
+        summary = self._finish(stop, kept=interpreters.holds_living())
         return summary.status
 
     def _execute(self, interpreter: Interpreter) -> _Stop:
@@ -220,7 +239,7 @@ class SessionRunner:
         status = SessionStatus.EXITED if result.error.type == "SystemExit" else SessionStatus.ERROR
         return _Stop(status, _error_of(result.error))
 
-    def _finish(self, stop: _Stop) -> Summary:
+    def _finish(self, stop: _Stop, kept: bool) -> Summary:
         """Stop the model if it is still writing, report the error, then the terminal summary."""
         if stop.status is not SessionStatus.OK and self.gate.end is None:
             if self._cancel is None:
@@ -250,6 +269,8 @@ class SessionRunner:
             tokens=generation.tokens if generation else None,
             detail=stop.detail,
             started_ns=self._started_ns,
+            turn=self.turn,
+            interpreter_kept=kept,
         )
         self._safely(lambda: self._publish(summary))
         return summary

@@ -19,7 +19,7 @@ from common.config import Settings
 from common.connection import connect
 from common.heartbeat import process_name, start_beating
 from common.metrics import serve_metrics
-from common.protocol import Gate, Keys, Message, SessionStatus, Summary, decode
+from common.protocol import Gate, Keys, Message, SessionStatus, Summary, TurnRequest, decode
 from common.streams import end_abandoned
 from executor_pool import metrics, session  # noqa: F401  session: imported once here, not in every forked horse
 from executor_pool.pool import InterpreterPool, hand_off, new_interpreter
@@ -45,20 +45,34 @@ class PoolWorker(Worker):
             hand_off(None)
             if interpreter is not None:
                 self.pool.retire(interpreter)
-            self._after_session(job, *job.args[:3])
+            self._after_job(job)
 
-    def _after_session(self, job: Any, session_id: str, gate: str, submitted_ns: int) -> None:
-        """Observe the session from its streams; if its horse died before the summary, end the session here."""
+    def _after_job(self, job: Any) -> None:
+        """Observe each session the job ran (a conversation's turns too) from its streams; a session its horse
+        left without a summary (the horse died) is ended here."""
         keys = Keys(self.settings.namespace)
+        session_id, gate, submitted_ns, *_ = job.args
+        conversation = job.args[5] if len(job.args) > 5 else None
         try:
-            chunks = self._read(keys.chunks(session_id))
-            events = self._read(keys.events(session_id))
+            turns = [TurnRequest(session_id, Gate(gate), submitted_ns)]
+            if conversation is not None:
+                turns += [m for m in self._read(keys.turns(conversation)) if isinstance(m, TurnRequest)]
             returned = job.get_status(refresh=True) == JobStatus.FINISHED  # run_session published its own end
-            if not returned and not any(isinstance(event, Summary) for event in events):
-                events.append(self._end_orphan(keys, session_id, Gate(gate), submitted_ns))
-            metrics.observe_session(chunks, events)
         except redis.RedisError:
-            log.exception("session %s: could not read or end it after its horse exited", session_id)
+            log.exception("job %s: could not read its sessions after its horse exited", job.id)
+            return
+        for turn in turns:
+            try:
+                self._after_session(keys, turn, returned)
+            except redis.RedisError:
+                log.exception("session %s: could not read or end it after its horse exited", turn.session_id)
+
+    def _after_session(self, keys: Keys, turn: TurnRequest, returned: bool) -> None:
+        chunks = self._read(keys.chunks(turn.session_id))
+        events = self._read(keys.events(turn.session_id))
+        if not returned and not any(isinstance(event, Summary) for event in events):
+            events.append(self._end_orphan(keys, turn.session_id, turn.gate, turn.submitted_ns))
+        metrics.observe_session(chunks, events)
 
     def _read(self, key: str) -> list[Message]:
         return [decode(fields) for _, fields in self.client.xrange(key)]

@@ -109,7 +109,7 @@ class Generation:
     async def _open(self):  # type: ignore[no-untyped-def]
         request = self.request
         common = {"model": request.model, "stream": True, "max_tokens": request.max_tokens,
-                  "temperature": request.temperature, "stream_options": {"include_usage": True}}
+                  "temperature": request.temperature, "stop": request.stop, "stream_options": {"include_usage": True}}
         common = {k: v for k, v in common.items() if v is not None}
         if request.messages is not None:
             return await self.model.chat.completions.create(messages=request.messages, **common)

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ from common.connection import connect
 from common.heartbeat import alive
 from common.lifetime import die_with_parent
 from common.protocol import STAGES, Keys
-from eager.replay import ReplayServer, SpeedProfile
+from eager.replay import Answers, ReplayServer, SpeedProfile
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -127,9 +128,11 @@ class ReplayStacks:
         self.log_dir = log_dir
         self.started: list[tuple[ReplayServer, ProcfileStack]] = []
 
-    def __call__(self, answers: dict[str, str], profile: SpeedProfile) -> tuple[Settings, ReplayServer]:
+    def __call__(self, answers: Answers, profile: SpeedProfile, **settings: Any) -> tuple[Settings, ReplayServer]:
+        """`settings` override the stack's (e.g. lease_s=1.0)."""
         server = ReplayServer(answers, profile).start()
-        stack = ProcfileStack(dataclasses.replace(self.settings, model_base_url=server.base_url), self.log_dir)
+        stack = ProcfileStack(dataclasses.replace(self.settings, model_base_url=server.base_url, **settings),
+                              self.log_dir)
         self.started.append((server, stack))
         stack.start()
         return stack.settings, server

@@ -12,6 +12,10 @@ def test_every_session_key_shares_one_hash_tag():
     tags = {key[key.index("{"): key.index("}") + 1] for key in keys.session_keys("abc")}
     assert tags == {"{abc}"}
     assert keys.tokens("abc") == "ns:{abc}:tokens"
+    assert {key[key.index("{"): key.index("}") + 1] for key in keys.conversation_keys("c1")} == {"{c1}"}
+    assert keys.turns("c1") == "ns:{c1}:turns" and keys.conversation_lease("c1", "client") == "ns:{c1}:lease:client"
+    with pytest.raises(p.ProtocolError):
+        keys.conversation_lease("c1", "producer")
 
 
 @pytest.mark.parametrize("bad", ["", "a b", "x}y", "{x}", "a" * 65, "é"])
@@ -22,7 +26,10 @@ def test_session_ids_that_would_break_keys_are_refused(bad):
 
 MESSAGES = [
     p.SessionRequest(session_id="s1", model="m", submitted_ns=1, messages=[{"role": "user", "content": "hi"}]),
-    p.SessionRequest(session_id="s1", model="m", submitted_ns=1, prompt="def f():", gate="serial"),
+    p.SessionRequest(session_id="s1", model="m", submitted_ns=1, prompt="def f():", gate="serial", stop=["```\n"]),
+    p.TurnRequest("s2", "batch", 3, batch_chunks=2),
+    p.ConversationEnd("closed by the client", 4),
+    p.SessionStarted("host", 42, p.Gate.EAGER, 5, warm=True, isolation="netns+uid", turn=2, kept_state=True),
     p.Delta("tëxt\n", 5),
     p.GenerationEnd(p.FinishReason.CANCELLED, 9, 3, first_token_ns=4, cancel_latency_s=0.002),
     p.ChunkReady(0, 1, 2, "x = 1\n", 7, 8, 9),
@@ -32,6 +39,7 @@ MESSAGES = [
     p.Output(0, "stdout", "hello\n", 12),
     p.ExecutionError("ZeroDivisionError", "division by zero", 3, "Traceback...", 13),
     p.Summary(p.SessionStatus.OK, p.Gate.EAGER, 1, 20, "out", execution_end_ns=18, generation_end_ns=15),
+    p.Summary(p.SessionStatus.ERROR, p.Gate.EAGER, 1, 20, "", turn=3, interpreter_kept=True),
 ]
 
 
@@ -58,6 +66,8 @@ def test_unknown_versions_kinds_and_bodies_are_refused():
     {"messages": []},
     {"messages": [{"content": "no role"}]},
     {"messages": [{"role": "user", "content": "a"}], "gate": "sometimes"},
+    {"messages": [{"role": "user", "content": "a"}], "stop": "```"},
+    {"messages": [{"role": "user", "content": "a"}], "stop": [""]},
 ])
 def test_malformed_requests_are_refused_before_sending(kwargs):
     with pytest.raises(ValueError):

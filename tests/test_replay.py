@@ -336,3 +336,22 @@ def test_models_health_and_records(fast: ReplayServer) -> None:
     assert status == 200 and listing["object"] == "list"
     assert {r["id"] for r in listing["data"]} == set(fast.replays())
     assert _http(fast, "GET", "/v1/replays/replay-999999")[0] == 404
+
+
+def test_scripted_turns_follow_the_assistant_messages_and_stop_sequences_cut() -> None:
+    turns = ["first ```python\nx = 1\n```\nObservation: made up", "second", "third"]
+    with ReplayServer({"agent": turns}, FAST) as server:
+        client = _client(server)
+
+        def answer(assistants: int, **options: Any) -> str:
+            messages = [{"role": "user", "content": "task"}]
+            for _ in range(assistants):
+                messages += [{"role": "assistant", "content": "..."}, {"role": "user", "content": "again"}]
+            stream = client.chat.completions.create(model="agent", messages=messages, stream=True, **options)
+            return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+        assert [answer(k) for k in range(3)] == turns
+        assert answer(7) == "third"  # past the script: its last answer
+        assert answer(0, stop=["Observation:", "never"]) == "first ```python\nx = 1\n```\n"
+        assert answer(0, stop="```\n") == "first ```python\nx = 1\n"
+        assert server.replays()["replay-5"]["messages"][0] == {"role": "user", "content": "task"}

@@ -53,3 +53,22 @@ def test_an_async_session_streams_typed_events_and_can_be_cancelled_from_another
     assert any(isinstance(e, Delta) for e in events) and any(isinstance(e, ChunkReady) for e in events)
     assert isinstance(summary, Summary) and summary.status is SessionStatus.OK and summary.stdout == "6\n12\n"
     assert cancelled.status is SessionStatus.CANCELLED and "enough" in cancelled.detail
+
+
+@pytest.mark.slow
+def test_an_async_conversation_keeps_names_across_turns_and_the_async_repair_loop_repairs(replay_stack):
+    failing, fixing = answer_of("n = 5\nprint(m)\n"), answer_of("print(n * 2)\n")
+    settings, _ = replay_stack({"turns": [failing, fixing]}, SpeedProfile(ttft_s=0.05, tokens_per_s=300.0))
+    task = [{"role": "user", "content": "go"}]
+
+    async def scenario():
+        async with AsyncClient(settings) as client:
+            async with await client.conversation(model="turns") as conversation:
+                first = await (await conversation.send(messages=task)).result()
+                second = await (await conversation.send(messages=[*task, {"role": "assistant", "content": "."},
+                                                                  {"role": "user", "content": "fix it"}])).result()
+            return first, second, await client.solve(messages=task, model="turns")
+
+    first, second, report = asyncio.run(scenario())
+    assert first.status is SessionStatus.ERROR and second.stdout == "10\n" and second.turn == 2
+    assert report.succeeded and [t.status for t in report.turns] == ["error", "ok"] and report.stdout == "10\n"

@@ -29,3 +29,25 @@ def test_with_no_model_configured_a_run_uses_the_real_local_model(settings):
     deltas = [e for e in events if e.get("kind") == "delta"]
     assert "".join(e["text"] for e in deltas).strip()  # the model wrote something
     assert not answers(started.group(1))  # the model server ended with the run
+
+
+@pytest.mark.slow
+def test_the_repair_loop_with_the_real_local_model_ends_every_turn_with_a_status_the_code_earned(settings):
+    """A task whose first program almost surely fails (the file is not there): each failed turn's error goes
+    back to the real model, until a turn succeeds or the limit is reached; every event names its turn."""
+    env = {k: v for k, v in stage_env(settings).items() if k not in ("EAGER_MODEL_BASE_URL", "OPENAI_BASE_URL")}
+    result = eager("run", "Write a Python program that opens the file numbers.txt and prints its first line. "
+                   "Answer with one ```python code block.",
+                   "--json", "--repair", "2", env=env)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    report = lines[-1]
+    assert report["kind"] == "repair_report", report
+    turns = report["per_turn"]
+    assert 1 <= len(turns) <= 3 and all(turn["status"] in CODE_STATUSES for turn in turns), turns
+    assert all(turn["status"] != "ok" for turn in turns[:-1])  # only a failure leads to another turn
+    if not report["succeeded"]:
+        assert len(turns) == 3 and report["stopped_because"] == "turn limit"
+    summaries = [line for line in lines[:-1] if line.get("kind") == "summary"]
+    assert [s["turn"] for s in summaries] == list(range(1, len(turns) + 1))
+    assert [s["status"] for s in summaries] == [turn["status"] for turn in turns]
+    assert result.returncode == (0 if report["succeeded"] else 1)
