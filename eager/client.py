@@ -39,6 +39,7 @@ from eager import repair
 TERMINAL_GRACE_S = 15.0
 REDIS_GIVE_UP_LEASES = 3  # Redis unreachable this many lease periods: the session's end cannot be learnt
 REDIS_RETRY_S = 0.2
+READ_COUNT = 512  # entries per stream and read
 STARTED_GRACE_LEASES = 3  # a conversation's later turn goes to an executor already waiting for it
 
 
@@ -51,6 +52,30 @@ class Overloaded(RuntimeError):
                          "nothing was submitted: retry later or add executors")
         self.queued = queued
         self.limit = limit
+
+
+def _entry_order(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence)
+
+
+def in_publication_order(response: list | None, streams: list[str], count: int) -> list[tuple[str, str, Message]]:
+    """One XREAD reply over several streams, merged in the order its entries were published (Redis groups
+    the reply by stream). Ties within a millisecond go by `streams`' order. A stream that filled `count`
+    may have more entries: nothing later than its last one is returned yet (the next read returns it)."""
+    entries = decode_entries(response)
+    rank = {key: position for position, key in enumerate(streams)}
+    last: dict[str, tuple[int, int]] = {}
+    counts: dict[str, int] = {}
+    for key, entry_id, _ in entries:
+        last[key], counts[key] = _entry_order(entry_id), counts.get(key, 0) + 1
+    horizon = min((last[key] for key, n in counts.items() if n >= count), default=None)
+    def order(entry: tuple[str, str, Message]) -> tuple[int, int, int]:
+        milliseconds, sequence = _entry_order(entry[1])
+        return milliseconds, rank[entry[0]], sequence  # sequences count per stream: compared only within one
+
+    ordered = sorted(entries, key=order)
+    return [entry for entry in ordered if horizon is None or _entry_order(entry[1]) <= horizon]
 
 
 class ConversationClosed(RuntimeError):
@@ -70,45 +95,52 @@ class Session:
         return self.request.session_id
 
     def events(self, tokens: bool = True) -> Iterator[Message]:
-        """Every event of the session in arrival order (deltas, chunks, batches, output, errors), ending
-        with its Summary. The caller always gets a terminal event: if the executor running the session
-        stops renewing its lease, a `failed` Summary is published here (and the model stopped); if none
-        arrives by the session deadline, a TIMEOUT summary is made here."""
+        """Every event of the session in the order it was published (deltas, chunks, batches, output, errors),
+        ending with its Summary; each call reads from the start. The caller always gets a terminal event: if
+        the executor running the session stops renewing its lease, a `failed` Summary is published here (and
+        the model stopped); if none arrives by the session deadline, a TIMEOUT summary is made here."""
         keys, redis, settings = self._client.keys, self._client.redis, self._client.settings
-        streams = [keys.chunks(self.id), keys.events(self.id)] + ([keys.tokens(self.id)] if tokens else [])
+        # cause before effect: a token proves a chunk, a chunk runs and is reported
+        streams = ([keys.tokens(self.id)] if tokens else []) + [keys.chunks(self.id), keys.events(self.id)]
         cursors = {key: "0-0" for key in streams}
         deadline_ns = self.request.submitted_ns + int((settings.session_timeout_s + TERMINAL_GRACE_S) * 1e9)
         executor = Watch(self.request.submitted_ns, grace_s=self._executor_grace_s)
         check_every_ns, checked_ns = int(settings.lease_s / RENEWALS_PER_PERIOD * 1e9), 0
+        ended: Summary | None = None
 
         def read(block_ms: int | None) -> Iterator[Message]:
-            for key, entry_id, message in decode_entries(redis.xread(cursors, count=512, block=block_ms)):
+            nonlocal ended
+            for key, entry_id, message in in_publication_order(redis.xread(cursors, count=READ_COUNT, block=block_ms),
+                                                                streams, READ_COUNT):
                 cursors[key] = entry_id
                 if isinstance(message, Summary):
-                    self.summary = message
+                    ended = self.summary = message
                 yield message
-                if self.summary is not None:
+                if ended is not None:
                     return
 
+        def end(summary: Summary) -> Summary:
+            nonlocal ended
+            ended = self.summary = summary
+            return summary
+
         reached_ns, unreachable = now_ns(), None
-        while self.summary is None:
+        while ended is None:
             now = now_ns()
             if now >= deadline_ns:
-                self.summary = self._terminal(SessionStatus.TIMEOUT, "no terminal event from the executor in time")
-            elif now - reached_ns > REDIS_GIVE_UP_LEASES * settings.lease_s * 1e9:
-                self.summary = self._terminal(SessionStatus.FAILED, f"Redis unreachable for "
-                                              f"{REDIS_GIVE_UP_LEASES * settings.lease_s} s ({unreachable})")
-            if self.summary is not None:
-                yield self.summary
+                yield end(self._terminal(SessionStatus.TIMEOUT, "no terminal event from the executor in time"))
+                return
+            if now - reached_ns > REDIS_GIVE_UP_LEASES * settings.lease_s * 1e9:
+                yield end(self._terminal(SessionStatus.FAILED, f"Redis unreachable for "
+                                         f"{REDIS_GIVE_UP_LEASES * settings.lease_s} s ({unreachable})"))
                 return
             try:
                 if now - checked_ns >= check_every_ns:
                     checked_ns = now
                     if executor.lost(bool(redis.exists(keys.lease(self.id, "executor"))), now):
                         yield from read(None)  # the executor's summary precedes its lease's release
-                        if self.summary is None:
-                            self.summary = self._end_abandoned()
-                            yield self.summary
+                        if ended is None:
+                            yield end(self._end_abandoned())
                         return
                 yield from read(min((deadline_ns - now) // 1_000_000, check_every_ns // 1_000_000, MAX_BLOCK_MS) or 1)
                 reached_ns = now_ns()
@@ -128,7 +160,7 @@ class Session:
         return end_abandoned(self._client.redis, self._client.keys, self.id, summary, "client", settings.key_ttl_s)
 
     def result(self) -> Summary:
-        """Wait for the end of the session."""
+        """Wait for the end of the session (at once if it is known)."""
         if self.summary is None:
             for _ in self.events(tokens=False):
                 pass

@@ -38,6 +38,9 @@ BATCH = Histogram("eager_executor_batch_seconds", "Execution time of one batch",
 BATCH_CHUNKS = Histogram("eager_executor_batch_chunks", "Chunks per batch", ["gate"], buckets=COUNT_BUCKETS)
 SANDBOX_KILLS = Counter("eager_executor_sandbox_kills_total", "Interpreters killed before their program ended, by reason",
                         ["reason"])
+LATER_TURNS = Counter("eager_executor_later_turns_total",
+                      "Sessions that were a conversation's second or later turn (a repair, an agent's next step), by "
+                      "status and by whether they found the previous turn's interpreter", ["status", "kept_state"])
 WARM_INTERPRETERS = Gauge("eager_executor_warm_interpreters", "Started interpreters waiting for a session")
 QUEUE_DEPTH = Gauge("eager_executor_queue_depth", "Sessions enqueued and not yet started by any executor")
 
@@ -54,6 +57,9 @@ def _declare() -> None:
             histogram.labels(gate.value)
     for reason in KILLED:
         SANDBOX_KILLS.labels(reason.value)
+    for status in SessionStatus:
+        for kept in ("true", "false"):
+            LATER_TURNS.labels(status.value, kept)
 
 
 _declare()
@@ -80,6 +86,8 @@ def observe_session(chunks: list[Message], events: list[Message]) -> None:
     started = next((e for e in events if isinstance(e, SessionStarted)), None)
     if started is not None:
         JOB_START.observe(seconds_between(summary.submitted_ns, started.at_ns) or 0.0)
+    if summary.turn > 1:
+        LATER_TURNS.labels(summary.status.value, "true" if started is not None and started.kept_state else "false").inc()
     published = {c.seq: c.detected_ns for c in chunks if isinstance(c, ChunkReady)}
     batches = {e.batch: e for e in events if isinstance(e, BatchStarted)}
     for finished in (e for e in events if isinstance(e, BatchFinished)):

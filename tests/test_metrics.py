@@ -125,6 +125,19 @@ def test_a_session_without_a_summary_is_not_observed() -> None:
     assert samples.delta("eager_executor_end_to_end_seconds_count", gate="serial") == 0
 
 
+def test_later_turns_of_a_conversation_are_counted_by_status_and_kept_state() -> None:
+    labels = [("eager_executor_later_turns_total", {"status": s, "kept_state": k}) for s in ("ok", "error")
+              for k in ("true", "false")]
+    samples = Samples(*labels)
+    t0 = 6_000 * S
+    observe_session([], session_events(Gate.EAGER, SessionStatus.ERROR, t0))  # a first turn: not a later one
+    kept, fresh = SessionStarted("host", 1, Gate.EAGER, t0, turn=2, kept_state=True), SessionStarted(
+        "host", 2, Gate.EAGER, t0, turn=3, kept_state=False)
+    observe_session([], [kept, Summary(SessionStatus.OK, Gate.EAGER, t0, t0 + S, "", turn=2, interpreter_kept=True)])
+    observe_session([], [fresh, Summary(SessionStatus.ERROR, Gate.EAGER, t0, t0 + S, "", turn=3)])
+    assert [samples.delta(name, **labels) for name, labels in labels] == [1, 0, 0, 1]
+
+
 def test_a_session_that_never_started_still_counts_its_status() -> None:
     """A request rejected before any interpreter ran: no start, no batches, one terminal status."""
     samples = Samples(("eager_executor_sessions_total", {"gate": "eager", "status": "rejected"}),
