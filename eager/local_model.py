@@ -22,7 +22,7 @@ from common.lifetime import die_with_parent
 
 MODEL_NAME = "smollm2-135m-instruct"  # what requests name; llama.cpp's server answers to any name
 START_TIMEOUT_S = 60.0
-CONTEXT_TOKENS = 4096
+CONTEXT_TOKENS = 8192  # what SmolLM2 was trained for (its GGUF says so): an agent's prompt grows with every step
 
 
 class LocalModelUnavailable(RuntimeError):

@@ -48,7 +48,7 @@ class Generation:
     request: SessionRequest
     tokens: int = 0
     first_token_ns: int | None = None
-    finish_reason: FinishReason = FinishReason.STOP
+    finish_reason: FinishReason | None = None  # as the model reported it; None until it does
     usage: dict | None = None
     completion_id: str | None = None
     cancelled_by: str | None = None
@@ -68,7 +68,7 @@ class Generation:
         if error is not None:
             self.finish_reason = FinishReason.ERROR
         end = GenerationEnd(
-            finish_reason=self.finish_reason, at_ns=now_ns(), tokens=self.tokens, first_token_ns=self.first_token_ns,
+            finish_reason=self.finish_reason or FinishReason.STOP, at_ns=now_ns(), tokens=self.tokens, first_token_ns=self.first_token_ns,
             usage=self.usage, completion_id=self.completion_id, error=error, cancel_latency_s=cancel_latency_s,
         )
         await publish_async(self.redis, self.keys.tokens(self.request.session_id), [end], self.settings.key_ttl_s)
@@ -122,10 +122,15 @@ class Generation:
             try:
                 async for event in stream:
                     if self.settled.is_set():
-                        break
+                        return None
                     await self._receive(event)
             finally:
                 await stream.close()
+            if self.finish_reason is None:
+                # the body ended cleanly but the answer did not: llama.cpp's server does this when the prompt
+                # is longer than its context window (it logs the error and closes the stream)
+                return (f"model stream ended after {self.tokens} tokens without a finish reason: the endpoint "
+                        "failed mid-answer (a prompt longer than the model's context window does this)")
         except openai.APIStatusError as exc:
             return f"model endpoint answered HTTP {exc.status_code}: {exc.message}"
         except openai.APITimeoutError:
@@ -146,8 +151,8 @@ class Generation:
             self.usage = event.usage.model_dump()
         for choice in event.choices:
             text = choice.delta.content if hasattr(choice, "delta") else choice.text
-            if choice.finish_reason in (FinishReason.STOP, FinishReason.LENGTH):
-                self.finish_reason = FinishReason(choice.finish_reason)
+            if choice.finish_reason is not None:  # "length" is kept; any other reason (tool calls, filters) is an end
+                self.finish_reason = FinishReason.LENGTH if choice.finish_reason == "length" else FinishReason.STOP
             if text:
                 at = now_ns()
                 if self.first_token_ns is None:

@@ -39,6 +39,8 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         await asyncio.Event().wait()  # headers and a few tokens, then nothing, forever
     elif model == "drop":
         request.transport.close()  # mid-stream, no end of the HTTP body
+    elif model == "truncated":  # the body ends cleanly, the answer without a finish reason (llama.cpp past its context)
+        await response.write(b"data: [DONE]\n\n")
     elif model == "malformed":
         await response.write(b"data: {\"choices\": [ this is not json\n\n")
         await asyncio.Event().wait()

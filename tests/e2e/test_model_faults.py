@@ -20,6 +20,7 @@ FAULTS = {
     "stall": f"sent nothing for {MODEL_TIMEOUT_S} s",
     "drop": "stream broke",
     "malformed": "stream broke",
+    "truncated": "without a finish reason",
 }
 
 
