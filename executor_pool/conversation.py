@@ -46,6 +46,7 @@ class Interpreters:
     def acquire(self) -> tuple[Interpreter, bool, bool]:
         """(interpreter, warm: from the worker's pool, kept: carried over from the previous turn)."""
         if self._current is not None and self._current.alive:
+            self._current.new_output_budget()
             return self._current, False, True
         self.close()
         warm = handed_off()  # the worker hands one interpreter per job: only the first turn finds it

@@ -20,8 +20,9 @@ Why it is built this way:
   JobTimeoutException from SIGALRM), the child is killed before the exception propagates.
 - The child never sees the parent's environment (API keys, Redis URL): it gets a
   minimal one.
-- Output is bounded per interpreter: past `output_bytes` it is cut with a marker and
-  drained unread, so a program printing forever costs nothing but its batch time.
+- Output is bounded per interpreter (per turn, for a conversation's: `new_output_budget`): past
+  `output_bytes` it is cut with a marker and drained unread, so a program printing forever costs
+  nothing but its batch time.
 """
 
 from __future__ import annotations
@@ -267,6 +268,10 @@ class Interpreter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def new_output_budget(self) -> None:
+        """A new turn of a conversation may print `output_bytes` again, whatever the previous turns printed."""
+        self._output_left = self.config.output_bytes
 
     # -- running -----------------------------------------------------------------
 

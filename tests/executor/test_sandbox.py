@@ -108,6 +108,18 @@ def test_flood_of_output_is_truncated_and_the_session_goes_on(sandboxed: Interpr
     assert sandboxed.run("ok = True", 5, out, timeout=10).ok
 
 
+def test_a_new_turn_of_a_conversation_gets_a_new_output_budget(sandboxed: Interpreter) -> None:
+    flood = "import sys\nsys.stdout.write('x' * 200_000)\n"
+    sandboxed.run(flood, 1, Output(), timeout=30)
+    capped = Output()
+    sandboxed.run("print('after the cap')", 3, capped, timeout=10)
+    assert capped.text() == ""
+    sandboxed.new_output_budget()
+    turn = Output()
+    sandboxed.run("print('next turn')", 1, turn, timeout=10)
+    assert turn.text() == "next turn\n"
+
+
 def test_os_exit_is_interpreter_died(sandboxed: Interpreter) -> None:
     with pytest.raises(InterpreterDied) as info:
         sandboxed.run("import os\nos._exit(3)", 1, Output(), timeout=10)
