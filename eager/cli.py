@@ -7,10 +7,9 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import signal
-import socket
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from importlib import resources
@@ -92,29 +91,17 @@ def _replay(answers: list[str], ttft: float, tps: float, jitter: float, seed: in
 
 @contextlib.contextmanager
 def _model(settings: Settings, always: bool = False) -> Iterator[Settings]:
-    """With no model configured (the default endpoint, and nothing answering there) or `always`, the bundled
-    local model serves this run, on a loopback port and with stages in a namespace of their own."""
+    """With no model configured, or `always`, the bundled local model serves this run (`local_model`)."""
     from eager import local_model
 
-    default = Settings.__dataclass_fields__["model_base_url"].default
-    if not always and (settings.model_base_url != default or local_model.answers(settings.model_base_url)):
-        yield settings
-        return
-    base_url = f"http://127.0.0.1:{_free_port()}/v1"
-    click.echo(f"(serving the bundled SmolLM2-135M-Instruct with llama.cpp at {base_url})", err=True)
-    with tempfile.TemporaryDirectory(prefix="eager-model-") as directory:
-        try:
-            with local_model.LocalModel(base_url, Path(directory) / "model.log"):
-                yield dataclasses.replace(settings, model_base_url=base_url, model=local_model.MODEL_NAME,
-                                          namespace=f"{settings.namespace}-local-{uuid.uuid4().hex[:8]}")
-        except local_model.LocalModelUnavailable as exc:
-            raise click.ClickException(str(exc)) from exc
+    def announce(base_url: str) -> None:
+        click.echo(f"(serving the bundled SmolLM2-135M-Instruct with llama.cpp at {base_url})", err=True)
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    try:
+        with local_model.unless_configured(settings, always, announce) as configured:
+            yield configured
+    except local_model.LocalModelUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @contextlib.contextmanager

@@ -8,16 +8,23 @@ is for. Any other OpenAI-compatible endpoint is one setting away (EAGER_MODEL_BA
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.util
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Self
 from urllib.parse import urlsplit
 
+from common.config import Settings
 from common.lifetime import die_with_parent
 
 MODEL_NAME = "smollm2-135m-instruct"  # what requests name; llama.cpp's server answers to any name
@@ -85,3 +92,23 @@ class LocalModel:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+@contextlib.contextmanager
+def unless_configured(settings: Settings, always: bool = False,
+                      announce: Callable[[str], None] = lambda base_url: None) -> Iterator[Settings]:
+    """The settings as they are when a model is configured; else (the default endpoint, nothing answering there),
+    or `always`, the bundled model served on a loopback port for the block, and stages in a namespace of their
+    own (a shared stack's producer is configured for its own model, not this one)."""
+    default = Settings().model_base_url
+    if not always and (settings.model_base_url != default or answers(settings.model_base_url)):
+        yield settings
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        base_url = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    announce(base_url)
+    with tempfile.TemporaryDirectory(prefix="eager-model-") as directory, LocalModel(base_url,
+                                                                                      Path(directory) / "model.log"):
+        yield dataclasses.replace(settings, model_base_url=base_url, model=MODEL_NAME,
+                                  namespace=f"{settings.namespace}-local-{uuid.uuid4().hex[:8]}")

@@ -13,11 +13,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import socket
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 from common.config import Settings
 from eager import local_model
@@ -65,22 +62,6 @@ def scripted(settings: Settings) -> Iterator[Settings]:
                                   namespace=f"{settings.namespace}-smolagents-{uuid.uuid4().hex[:8]}")
 
 
-@contextlib.contextmanager
-def live(settings: Settings) -> Iterator[Settings]:
-    """The configured endpoint; with none configured and nothing answering at the default, the bundled local model
-    (SmolLM2-135M: it seldom follows the agent's format, which is what error reports and repair steps are for)."""
-    if settings.model_base_url != Settings().model_base_url or local_model.answers(settings.model_base_url):
-        yield settings
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        base_url = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
-    with tempfile.TemporaryDirectory(prefix="eager-model-") as directory, \
-            local_model.LocalModel(base_url, Path(directory) / "model.log"):
-        yield dataclasses.replace(settings, model_base_url=base_url, model=local_model.MODEL_NAME,
-                                  namespace=f"{settings.namespace}-local-{uuid.uuid4().hex[:8]}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("task", nargs="?", help=f"with --live (default: {LIVE_TASK!r})")
@@ -88,7 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configured = Settings.from_env()
     with contextlib.ExitStack() as stack:
-        settings = stack.enter_context(live(configured) if args.live else scripted(configured))
+        # live: the configured endpoint, else the bundled SmolLM2-135M (it seldom follows the agent's format,
+        # which is what error reports and repair steps are for)
+        settings = stack.enter_context(local_model.unless_configured(configured) if args.live
+                                       else scripted(configured))
         private = settings.namespace != configured.namespace  # this run's alone: its keys go when it ends
         settings = stack.enter_context(LocalStack(settings, forget=private))
         agent = stack.enter_context(eager_code_agent(settings, max_steps=4 if args.live else 2))
