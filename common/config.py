@@ -29,7 +29,7 @@ class Settings:
     model: str = _setting("default", "EAGER_MODEL", "model name sent to the endpoint")
     model_timeout_s: float = _setting(60.0, "EAGER_MODEL_TIMEOUT_S", "longest wait for the endpoint to connect or send the next token")
     key_ttl_s: int = _setting(3600, "EAGER_KEY_TTL_S", "expiry of every per-session key")
-    session_timeout_s: float = _setting(300.0, "EAGER_SESSION_TIMEOUT_S", "wall time of a whole session, generation included")
+    session_timeout_s: float = _setting(300.0, "EAGER_SESSION_TIMEOUT_S", "wall time of a whole session, generation included (a session may ask for less: timeout_s)")
     batch_timeout_s: float = _setting(60.0, "EAGER_BATCH_TIMEOUT_S", "wall time of one batch in the interpreter")
     lease_s: float = _setting(3.0, "EAGER_LEASE_S", "a stage that stops renewing its lease on a session for this long is presumed dead, and the session ends")
     cancel_wait_s: float = _setting(2.0, "EAGER_CANCEL_WAIT_S", "how long an executor waits, after cancelling, to learn how generation ended")
@@ -70,6 +70,10 @@ class Settings:
             except ValueError as exc:
                 raise ValueError(f"{f.metadata['env']}={raw!r}: expected {kind.__name__}") from exc
         return cls(**values)
+
+    def session_timeout(self, requested_s: float | None) -> float:
+        """A session's wall time: its own limit if it asked for one, never more than the deployment's."""
+        return self.session_timeout_s if requested_s is None else min(requested_s, self.session_timeout_s)
 
     def to_env(self) -> dict[str, str]:
         """The settings as environment variables, to hand the same configuration to child stages."""

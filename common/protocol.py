@@ -63,6 +63,11 @@ def check_session_id(session_id: str) -> str:
     return session_id
 
 
+def check_timeout(timeout_s: float | None) -> None:
+    if timeout_s is not None and (type(timeout_s) not in (int, float) or not timeout_s > 0 or timeout_s == float("inf")):
+        raise ProtocolError("`timeout_s` must be a positive number of seconds")
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     """Every key of one deployment, derived from its namespace."""
@@ -199,9 +204,11 @@ class SessionRequest(Message):
     batch_chunks: int | None = None  # gate `batch`: run when this many chunks wait (default: the executor's setting)
     batch_wait_ms: int | None = None  # gate `batch`: or when the oldest has waited this long
     stop: list[str] | None = None  # stop sequences, passed to the model as they are
+    timeout_s: float | None = None  # the session's own wall-time limit (at most the deployment's)
 
     def __post_init__(self) -> None:
         check_session_id(self.session_id)
+        check_timeout(self.timeout_s)
         if self.stop is not None and (not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop)):
             raise ProtocolError("`stop` must be a list of non-empty strings")
         for name, least in (("batch_chunks", 1), ("batch_wait_ms", 0)):
@@ -319,9 +326,11 @@ class TurnRequest(Message):
     submitted_ns: int
     batch_chunks: int | None = None
     batch_wait_ms: int | None = None
+    timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         check_session_id(self.session_id)
+        check_timeout(self.timeout_s)
         object.__setattr__(self, "gate", Gate(self.gate))
 
 

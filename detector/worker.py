@@ -113,7 +113,7 @@ async def follow(client: redis.asyncio.Redis, keys: Keys, settings: Settings, re
     if before.ended:
         return
     cursor = "0-0"
-    deadline_ns = request.submitted_ns + int(settings.session_timeout_s * 1e9)
+    deadline_ns = request.submitted_ns + int(settings.session_timeout(request.timeout_s) * 1e9)
     producer = Watch(request.submitted_ns, grace_s=PRODUCER_GRACE_LEASES * settings.lease_s)
     while True:
         remaining_ms = (deadline_ns - now_ns()) // 1_000_000

@@ -204,11 +204,12 @@ def _shower(as_json: bool) -> Callable[[int, Message], None]:
     return show
 
 
-def _solve(settings: Settings, gate: Gate, as_json: bool, prompt: str, repairs: int, model: str | None) -> bool:
+def _solve(settings: Settings, gate: Gate, as_json: bool, prompt: str, repairs: int, model: str | None,
+           timeout_s: float | None = None) -> bool:
     """The repair loop with every event shown; prints the per-turn report and returns whether it succeeded."""
     with Client(settings) as client:
         report = client.solve(messages=[{"role": "user", "content": prompt}], repairs=repairs, model=model, gate=gate,
-                              on_event=_shower(as_json))
+                              timeout_s=timeout_s, on_event=_shower(as_json))
     if as_json:
         click.echo(json.dumps(report.to_json()))
     else:
@@ -218,10 +219,10 @@ def _solve(settings: Settings, gate: Gate, as_json: bool, prompt: str, repairs: 
 
 
 def _run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str | None = None,
-             raw_prompt: str | None = None, model: str | None = None, batch_chunks: int | None = None,
-             batch_wait_ms: int | None = None) -> Summary:
+             raw_prompt: str | None = None, model: str | None = None, timeout_s: float | None = None,
+             batch_chunks: int | None = None, batch_wait_ms: int | None = None) -> Summary:
     with Client(settings) as client:
-        limits = {"batch_chunks": batch_chunks, "batch_wait_ms": batch_wait_ms}
+        limits = {"timeout_s": timeout_s, "batch_chunks": batch_chunks, "batch_wait_ms": batch_wait_ms}
         if raw_prompt is not None:
             session = client.submit(prompt=raw_prompt, model=model, gate=gate, **limits)
         else:
@@ -252,12 +253,14 @@ def _run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str | None =
               "(default: EAGER_GATE_BATCH_CHUNKS)")
 @click.option("--batch-wait-ms", type=click.IntRange(min=0), help="gate batch: or after this wait "
               "(default: EAGER_GATE_BATCH_WAIT_MS)")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True),
+              help="wall time of the session (each turn, with --repair), at most EAGER_SESSION_TIMEOUT_S")
 @click.option("--raw", is_flag=True, help="completion model: the prompt is continued with bare code")
 @click.option("--model", help="model name (default: EAGER_MODEL)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per event; the last is the summary")
 @_speed_options
 def run(prompt: str | None, replay_files: tuple[Path, ...], repairs: int, gate: str, batch_chunks: int | None,
-        batch_wait_ms: int | None, raw: bool, model: str | None, as_json: bool, ttft: float, tps: float,
+        batch_wait_ms: int | None, timeout_s: float | None, raw: bool, model: str | None, as_json: bool, ttft: float, tps: float,
         jitter: float, seed: int) -> None:
     """Generate code for PROMPT (or replay a recorded answer) and execute it as it is written."""
     if (prompt is None) == (not replay_files):
@@ -270,11 +273,11 @@ def run(prompt: str | None, replay_files: tuple[Path, ...], repairs: int, gate: 
             _stack(settings) as ready:
         try:
             if repairs:
-                ok = _solve(ready, Gate(gate), as_json, prompt or "replay", repairs, model)
+                ok = _solve(ready, Gate(gate), as_json, prompt or "replay", repairs, model, timeout_s)
             else:
                 ok = _run_one(ready, Gate(gate), as_json, prompt=None if raw else prompt,
-                              raw_prompt=prompt if raw else None, model=model, batch_chunks=batch_chunks,
-                              batch_wait_ms=batch_wait_ms).status.value == "ok"
+                              raw_prompt=prompt if raw else None, model=model, timeout_s=timeout_s,
+                              batch_chunks=batch_chunks, batch_wait_ms=batch_wait_ms).status.value == "ok"
         except ProtocolError as exc:
             raise click.UsageError(str(exc)) from exc
         except Overloaded as exc:

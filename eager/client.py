@@ -103,7 +103,8 @@ class Session:
         # cause before effect: a token proves a chunk, a chunk runs and is reported
         streams = ([keys.tokens(self.id)] if tokens else []) + [keys.chunks(self.id), keys.events(self.id)]
         cursors = {key: "0-0" for key in streams}
-        deadline_ns = self.request.submitted_ns + int((settings.session_timeout_s + TERMINAL_GRACE_S) * 1e9)
+        deadline_ns = self.request.submitted_ns + int(
+            (settings.session_timeout(self.request.timeout_s) + TERMINAL_GRACE_S) * 1e9)
         executor = Watch(self.request.submitted_ns, grace_s=self._executor_grace_s)
         check_every_ns, checked_ns = int(settings.lease_s / RENEWALS_PER_PERIOD * 1e9), 0
         ended: Summary | None = None
@@ -189,14 +190,16 @@ class Client:
         max_tokens: int | None = None,
         temperature: float | None = None,
         stop: list[str] | None = None,
+        timeout_s: float | None = None,
         batch_chunks: int | None = None,
         batch_wait_ms: int | None = None,
     ) -> Session:
         """Start a session; raises ProtocolError (a ValueError) for a malformed request, and Overloaded when
         `EAGER_MAX_QUEUED` sessions already wait for an executor, before anything is sent.
+        `timeout_s` limits the session's wall time, generation included (at most `EAGER_SESSION_TIMEOUT_S`);
         `batch_chunks` and `batch_wait_ms` tune the `batch` gate for this session (default: the executor's settings)."""
         request = self.request(messages=messages, prompt=prompt, model=model, gate=gate, max_tokens=max_tokens,
-                               temperature=temperature, stop=stop, batch_chunks=batch_chunks,
+                               temperature=temperature, stop=stop, timeout_s=timeout_s, batch_chunks=batch_chunks,
                                batch_wait_ms=batch_wait_ms)
         return self._start(request)
 
@@ -210,12 +213,14 @@ class Client:
         max_tokens: int | None = None,
         temperature: float | None = None,
         stop: list[str] | None = None,
+        timeout_s: float | None = None,
     ) -> Conversation:
         """Open a conversation: turns (sessions) whose code runs in one interpreter, as a coding agent's steps do.
         `setup` is Python run in every fresh interpreter before its first turn (helpers the agent's code calls).
-        Close it (or use it as a context manager) to free the executor holding the interpreter."""
-        return Conversation(self, {"model": model, "gate": gate, "max_tokens": max_tokens,
-                                   "temperature": temperature, "stop": stop}, max_turns, setup)
+        `timeout_s` limits each turn. Close it (or use it as a context manager) to free the executor holding the
+        interpreter."""
+        return Conversation(self, {"model": model, "gate": gate, "max_tokens": max_tokens, "temperature": temperature,
+                                   "stop": stop, "timeout_s": timeout_s}, max_turns, setup)
 
     def solve(self, *, messages: list[dict[str, str]], repairs: int = 2, setup: str | None = None,
               on_event: Callable[[int, Message], None] | None = None, write_feedback: repair.Feedback = repair.feedback,
@@ -267,7 +272,7 @@ class Client:
             "executor_pool.session.run_session", request.session_id, request.gate.value, request.submitted_ns,
             request.batch_chunks, request.batch_wait_ms,
             None if conversation is None else conversation.id, None if conversation is None else conversation.setup,
-            turns,
+            turns, request.timeout_s,
             job_id=self.keys.executor_job_id(request.session_id),
             job_timeout=int(turns * (self.settings.session_timeout_s + self.settings.turn_idle_s) + 60),
             result_ttl=self.settings.key_ttl_s, failure_ttl=self.settings.key_ttl_s, ttl=self.settings.key_ttl_s,
@@ -334,6 +339,7 @@ class Conversation:
                                          "EAGER_TURN_IDLE_S, or its executor died)")
             publish(self._client.redis, keys.turns(self.id), TurnRequest(
                 request.session_id, request.gate, request.submitted_ns, request.batch_chunks, request.batch_wait_ms,
+                request.timeout_s,
             ), settings.key_ttl_s)
             self._client.publish_request(request)
             # the executor is running and waiting for this turn: if it does not take it soon, none will

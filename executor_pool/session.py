@@ -67,14 +67,14 @@ _END_STATUS = {
 
 def run_session(session_id: str, gate: str, submitted_ns: int, batch_chunks: int | None = None,
                 batch_wait_ms: int | None = None, conversation: str | None = None, setup: str | None = None,
-                max_turns: int = 1) -> str:
+                max_turns: int = 1, timeout_s: float | None = None) -> str:
     """The RQ job function; returns the (last turn's) terminal status. The batch limits are the session's own,
     if it chose. With a `conversation`, the job then runs that conversation's later turns, up to `max_turns`,
     in the same interpreter."""
     settings = Settings.from_env()
     client, keys = connect(settings), Keys(settings.namespace)
     interpreters = Interpreters(settings, keep=conversation is not None, setup=setup)
-    turn = TurnRequest(session_id, Gate(gate), submitted_ns, batch_chunks, batch_wait_ms)
+    turn = TurnRequest(session_id, Gate(gate), submitted_ns, batch_chunks, batch_wait_ms, timeout_s)
     turns = None if conversation is None else TurnWait(client, keys, settings, conversation)
     with contextlib.ExitStack() as stack:
         stack.callback(interpreters.close)
@@ -85,7 +85,8 @@ def run_session(session_id: str, gate: str, submitted_ns: int, batch_chunks: int
         while True:
             with held(client, keys.lease(turn.session_id, "executor"), process_name(), settings.lease_s):
                 status = SessionRunner(client, keys, settings, turn.session_id, turn.gate, turn.submitted_ns,
-                                       interpreters, turn.batch_chunks, turn.batch_wait_ms, number).run()
+                                       interpreters, turn.batch_chunks, turn.batch_wait_ms, number,
+                                       turn.timeout_s).run()
             if turns is None or number >= max_turns or (turn := turns.next_turn()) is None:
                 return status.value
             number += 1
@@ -110,6 +111,7 @@ class SessionRunner:
     batch_chunks: int | None = None
     batch_wait_ms: int | None = None
     turn: int = 1
+    timeout_s: float | None = None  # the session's own limit, if it set one
     gate: GateState = field(init=False)
     _cursors: dict[str, str] = field(init=False)
     _stdout: list[str] = field(default_factory=list)
@@ -132,7 +134,7 @@ class SessionRunner:
 
     @property
     def _deadline_ns(self) -> int:
-        return self.submitted_ns + int(self.settings.session_timeout_s * 1e9)
+        return self.submitted_ns + int(self.settings.session_timeout(self.timeout_s) * 1e9)
 
     def _publish(self, message: Message) -> None:
         publish(self.client, self.keys.events(self.session_id), message, self.settings.key_ttl_s)
@@ -179,7 +181,8 @@ class SessionRunner:
                 return _Stop(SessionStatus.CANCELLED, detail=f"cancelled by {self._cancel.by}: {self._cancel.reason}")
             remaining_ms = (self._deadline_ns - now_ns()) // 1_000_000
             if remaining_ms <= 0:
-                return _Stop(SessionStatus.TIMEOUT, detail=f"session exceeded {self.settings.session_timeout_s} s")
+                return _Stop(SessionStatus.TIMEOUT,
+                             detail=f"session exceeded {self.settings.session_timeout(self.timeout_s)} s")
             if self._without_detector(now_ns()):
                 return _Stop(SessionStatus.FAILED, detail=f"no detector held the session for "
                              f"{DETECTOR_GRACE_LEASES * self.settings.lease_s} s (request lost, or no detector running)")
@@ -227,6 +230,9 @@ class SessionRunner:
             result = interpreter.run(batch.code, batch.first_line, on_output, timeout=timeout)
         except (BatchTimeout, LimitExceeded, InterpreterDied) as exc:
             self._execution_end_ns = now_ns()  # a killed batch ends at its kill: the session's latency includes it
+            if isinstance(exc, BatchTimeout) and timeout < self.settings.batch_timeout_s:
+                return _Stop(SessionStatus.TIMEOUT, detail=f"session exceeded {self.settings.session_timeout(self.timeout_s)}"
+                                                           f" s while batch {batch.number} ran")
             if isinstance(exc, BatchTimeout):
                 return _Stop(SessionStatus.TIMEOUT, detail=f"batch {batch.number} ran longer than {timeout:.3f} s")
             status = SessionStatus.LIMIT_EXCEEDED if isinstance(exc, LimitExceeded) else SessionStatus.INTERPRETER_DIED

@@ -68,6 +68,9 @@ def test_unknown_versions_kinds_and_bodies_are_refused():
     {"messages": [{"role": "user", "content": "a"}], "gate": "sometimes"},
     {"messages": [{"role": "user", "content": "a"}], "stop": "```"},
     {"messages": [{"role": "user", "content": "a"}], "stop": [""]},
+    {"messages": [{"role": "user", "content": "a"}], "timeout_s": 0},
+    {"messages": [{"role": "user", "content": "a"}], "timeout_s": True},
+    {"messages": [{"role": "user", "content": "a"}], "timeout_s": float("inf")},
 ])
 def test_malformed_requests_are_refused_before_sending(kwargs):
     with pytest.raises(ValueError):

@@ -184,3 +184,18 @@ def test_sessions_get_warm_interpreters_that_do_not_outlive_them(stack):
     assert pids[0] != pids[1]
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.slow
+def test_a_session_s_own_timeout_applies_but_never_past_the_deployment_s(replay_stack):
+    sleeper = answer_of("import time\nprint('sleeping', flush=True)\ntime.sleep(60)\n")
+    settings, _ = replay_stack({"sleeper": sleeper}, SpeedProfile(ttft_s=0.05, tokens_per_s=400.0),
+                               session_timeout_s=4.0)
+    with Client(settings) as client:
+        own = client.submit(messages=[{"role": "user", "content": "go"}], model="sleeper", timeout_s=1.0).result()
+        clamped = client.submit(messages=[{"role": "user", "content": "go"}], model="sleeper", timeout_s=100).result()
+        with pytest.raises(ProtocolError, match="timeout_s"):
+            client.submit(messages=[{"role": "user", "content": "go"}], model="sleeper", timeout_s=0)
+    assert own.status is SessionStatus.TIMEOUT and own.stdout == "sleeping\n"
+    assert "1.0" in own.detail and own.e2e_s < 4.0  # its own second, not the deployment's four
+    assert clamped.status is SessionStatus.TIMEOUT and "4.0" in clamped.detail
