@@ -34,7 +34,7 @@ class AsyncSession:
         return self._session.summary
 
     async def events(self, tokens: bool = True) -> AsyncIterator[Message]:
-        """As `Session.events`: every event in arrival order, always ending with the Summary."""
+        """As `Session.events`: every event in the order it was published, always ending with the Summary."""
         iterator = self._session.events(tokens)
         while (event := await asyncio.to_thread(next, iterator, None)) is not None:
             yield event

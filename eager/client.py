@@ -7,9 +7,11 @@ executor's fork and interpreter start overlap the model's time to first token.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Self
 
@@ -84,9 +86,11 @@ class ConversationClosed(RuntimeError):
 
 
 class Session:
-    def __init__(self, client: Client, request: SessionRequest, executor_grace_s: float = math.inf) -> None:
+    def __init__(self, client: Client, request: SessionRequest, executor_grace_s: float = math.inf,
+                 turn: int = 1) -> None:
         self._client = client
         self.request = request
+        self.turn = turn  # its place in its conversation
         self.summary: Summary | None = None
         self._executor_grace_s = executor_grace_s  # queued is not lost: only a lapsed lease is, unless a grace is set
 
@@ -139,9 +143,11 @@ class Session:
                 if now - checked_ns >= check_every_ns:
                     checked_ns = now
                     if executor.lost(bool(redis.exists(keys.lease(self.id, "executor"))), now):
-                        yield from read(None)  # the executor's summary precedes its lease's release
+                        # the executor's summary precedes its lease's release: read all that is there first
+                        while ended is None and (unread := list(read(None))):
+                            yield from unread
                         if ended is None:
-                            yield end(self._end_abandoned())
+                            yield end(self._end_abandoned(taken=executor.seen))
                         return
                 yield from read(min((deadline_ns - now) // 1_000_000, check_every_ns // 1_000_000, MAX_BLOCK_MS) or 1)
                 reached_ns = now_ns()
@@ -151,13 +157,16 @@ class Session:
 
     def _terminal(self, status: SessionStatus, detail: str) -> Summary:
         return Summary(status=status, gate=self.request.gate, submitted_ns=self.request.submitted_ns,
-                       finished_ns=now_ns(), stdout="", detail=detail)
+                       finished_ns=now_ns(), stdout="", detail=detail, turn=self.turn)
 
-    def _end_abandoned(self) -> Summary:
-        """The executor died mid-session: stop the model, and record the end where every reader sees it."""
+    def _end_abandoned(self, taken: bool) -> Summary:
+        """The executor died mid-session (or never took a turn it was waiting for): stop the model, and record
+        the end where every reader sees it."""
         settings = self._client.settings
-        summary = self._terminal(SessionStatus.FAILED, f"the executor stopped renewing its lease for "
-                                 f"{settings.lease_s} s (killed or lost) before the session ended")
+        detail = (f"the executor stopped renewing its lease for {settings.lease_s} s (killed or lost) before the "
+                  "session ended" if taken else f"no executor took this turn within {self._executor_grace_s} s (its "
+                  "conversation ended: closed, idle past EAGER_TURN_IDLE_S, or its executor died)")
+        summary = self._terminal(SessionStatus.FAILED, detail)
         return end_abandoned(self._client.redis, self._client.keys, self.id, summary, "client", settings.key_ttl_s)
 
     def result(self) -> Summary:
@@ -178,6 +187,7 @@ class Client:
         self.settings = settings or Settings.from_env()
         self.keys = Keys(self.settings.namespace)
         self.redis = connect(self.settings)
+        self._conversations: weakref.WeakSet[Conversation] = weakref.WeakSet()
         self._queue = Queue(self.keys.executor_queue, connection=connect(self.settings, decode=False))
 
     def submit(
@@ -219,8 +229,11 @@ class Client:
         `setup` is Python run in every fresh interpreter before its first turn (helpers the agent's code calls).
         `timeout_s` limits each turn. Close it (or use it as a context manager) to free the executor holding the
         interpreter."""
-        return Conversation(self, {"model": model, "gate": gate, "max_tokens": max_tokens, "temperature": temperature,
-                                   "stop": stop, "timeout_s": timeout_s}, max_turns, setup)
+        conversation = Conversation(self, {"model": model, "gate": gate, "max_tokens": max_tokens,
+                                           "temperature": temperature, "stop": stop, "timeout_s": timeout_s},
+                                    max_turns, setup)
+        self._conversations.add(conversation)
+        return conversation
 
     def solve(self, *, messages: list[dict[str, str]], repairs: int = 2, setup: str | None = None,
               on_event: Callable[[int, Message], None] | None = None, write_feedback: repair.Feedback = repair.feedback,
@@ -268,11 +281,13 @@ class Client:
         if self.settings.max_queued > 0 and (queued := self._queue.count) >= self.settings.max_queued:
             raise Overloaded(queued, self.settings.max_queued)
         turns = 1 if conversation is None else conversation.max_turns
+        # what a lone session with the executor's defaults does not need is left out: older executors run it
+        optional = {"conversation": None if conversation is None else conversation.id,
+                    "setup": None if conversation is None else conversation.setup,
+                    "max_turns": None if turns == 1 else turns, "timeout_s": request.timeout_s}
         self._queue.enqueue(
             "executor_pool.session.run_session", request.session_id, request.gate.value, request.submitted_ns,
-            request.batch_chunks, request.batch_wait_ms,
-            None if conversation is None else conversation.id, None if conversation is None else conversation.setup,
-            turns, request.timeout_s,
+            request.batch_chunks, request.batch_wait_ms, **{k: v for k, v in optional.items() if v is not None},
             job_id=self.keys.executor_job_id(request.session_id),
             job_timeout=int(turns * (self.settings.session_timeout_s + self.settings.turn_idle_s) + 60),
             result_ttl=self.settings.key_ttl_s, failure_ttl=self.settings.key_ttl_s, ttl=self.settings.key_ttl_s,
@@ -284,6 +299,9 @@ class Client:
         self.redis.xadd(self.keys.requests, encode(request), maxlen=100_000, approximate=True)
 
     def close(self) -> None:
+        """Close the conversations still open (their executors are freed), then the connections."""
+        for conversation in list(self._conversations):
+            conversation.close()
         self.redis.close()
         self._queue.connection.close()
 
@@ -334,16 +352,21 @@ class Conversation:
         else:
             self.sessions[-1].result()
             keys, settings = self._client.keys, self._client.settings
+            if self._held is None:  # closed while the previous turn ran
+                raise ConversationClosed(f"conversation {self.id} is closed")
             if not self._client.redis.exists(keys.conversation_lease(self.id, "executor")):
                 raise ConversationClosed(f"no executor holds conversation {self.id} any more (idle past "
                                          "EAGER_TURN_IDLE_S, or its executor died)")
+            # validated before the wait, timed from now: its deadlines do not count the previous turn's time
+            request = dataclasses.replace(request, submitted_ns=now_ns())
             publish(self._client.redis, keys.turns(self.id), TurnRequest(
                 request.session_id, request.gate, request.submitted_ns, request.batch_chunks, request.batch_wait_ms,
                 request.timeout_s,
             ), settings.key_ttl_s)
             self._client.publish_request(request)
             # the executor is running and waiting for this turn: if it does not take it soon, none will
-            session = Session(self._client, request, executor_grace_s=STARTED_GRACE_LEASES * settings.lease_s)
+            session = Session(self._client, request, executor_grace_s=STARTED_GRACE_LEASES * settings.lease_s,
+                              turn=len(self.sessions) + 1)
         self.sessions.append(session)
         return session
 
@@ -354,9 +377,13 @@ class Conversation:
                     self._client.settings.key_ttl_s)
 
     def close(self) -> None:
-        """Free the interpreter: the executor ends the conversation at once. Idempotent."""
+        """Free the interpreter: a turn still running is cancelled (a batch already running finishes first),
+        and the executor ends the conversation. Idempotent."""
         if self._held is not None:
             held_open, self._held = self._held, None
+            if self.sessions and self.sessions[-1].summary is None:
+                with contextlib.suppress(RedisError):
+                    self.sessions[-1].cancel("the conversation was closed")
             held_open.close()
 
     def __enter__(self) -> Self:

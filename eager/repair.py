@@ -24,7 +24,7 @@ from common.protocol import (
     SessionStatus,
     Summary,
 )
-from executor_pool._runner import FILENAME
+from executor_pool._runner import program_filename
 
 # What the program did wrong, so another answer may do better. The rest are the model's or the
 # system's failures (model_error, failed, rejected, cancelled): asking the model again does not help.
@@ -35,13 +35,13 @@ REPAIRABLE = frozenset({
 SUCCESS_EXIT_CODES = frozenset({"0", "None", ""})  # sys.exit(), sys.exit(0): the program chose to end, and succeeded
 OUTPUT_TAIL_CHARS = 2000
 TRACEBACK_TAIL_LINES = 12
-_PROGRAM_FRAME = re.compile(rf'File "{re.escape(FILENAME)}", line (\d+)')
 
 
-def failing_statement_line(error: dict[str, Any]) -> int | None:
-    """The line of the top-level statement that raised: the traceback's outermost frame in the program.
+def failing_statement_line(error: dict[str, Any], turn: int = 1) -> int | None:
+    """The line of the top-level statement that raised: the traceback's outermost frame in the turn's program.
     The error's own line is the innermost one, which is inside a function when a call fails."""
-    outermost = _PROGRAM_FRAME.search(str(error.get("traceback") or ""))
+    frame = re.compile(rf'File "{re.escape(program_filename(turn))}", line (\d+)')
+    outermost = frame.search(str(error.get("traceback") or ""))
     return int(outermost.group(1)) if outermost else error.get("line")
 
 
@@ -85,7 +85,7 @@ class TurnRecord:
         """The statements the interpreter ran, the failing one included, in program order: those of the batches
         that started, up to the error's line (a serial batch holds the whole program, but stops there)."""
         error = self.summary.error if self.summary is not None else None
-        last_line = failing_statement_line(error) if error else None
+        last_line = failing_statement_line(error, self.summary.turn) if error and self.summary else None
         return [chunk for seq, chunk in sorted(self.chunks.items())
                 if seq <= self.ran_through and (last_line is None or chunk.start_line <= last_line)]
 

@@ -33,6 +33,13 @@ import traceback
 import types
 
 FILENAME = "<eager>"
+SETUP_FILENAME = "<eager:setup>"
+
+
+def program_filename(turn):
+    """A conversation's turns share globals, not program text: each turn is a program of its own, line 1
+    again, and its own name keeps the tracebacks of functions earlier turns defined on their own source."""
+    return FILENAME if turn <= 1 else "<eager:%d>" % turn
 # Bound once: the program may monkeypatch modules the runner shares with it (a test
 # library freezing time.time_ns, say) and must not break the protocol by doing so.
 _read, _write, _time_ns = os.read, os.write, time.time_ns
@@ -93,14 +100,17 @@ def _flush_streams():
 class Program:
     """The generated program as seen so far, and the state shared by its batches."""
 
-    def __init__(self):
+    def __init__(self, filename=FILENAME, module=None):
+        self.filename = filename
         self.lines = []  # every line of the program so far, each ending in "\n"
         self.flags = 0  # __future__ compiler flags in force
         self.future_allowed = True  # only a docstring/__future__ imports ran so far
         self.seen_stmt = False
-        self.module = types.ModuleType("__main__")
-        self.module.__dict__["__builtins__"] = __builtins__
-        sys.modules["__main__"] = self.module
+        if module is None:
+            module = types.ModuleType("__main__")
+            module.__dict__["__builtins__"] = __builtins__
+        self.module = module
+        sys.modules["__main__"] = module
 
     def register(self, code, first_line):
         """Place `code` at `first_line` in the program text and (re)publish it to
@@ -116,7 +126,7 @@ class Program:
 
     def _publish(self):
         lines = self.lines
-        linecache.cache[FILENAME] = (sum(map(len, lines)), None, lines, FILENAME)
+        linecache.cache[self.filename] = (sum(map(len, lines)), None, lines, self.filename)
 
     def compile(self, code, first_line):
         """Compile one batch so that line numbers are those of the whole program."""
@@ -130,7 +140,7 @@ class Program:
             padding = "\n" * (first_line - 2) + "pass\n"
         else:
             padding = "\n" * (first_line - 1)
-        compiled = compile(padding + code, FILENAME, "exec", self.flags, dont_inherit=True)
+        compiled = compile(padding + code, self.filename, "exec", self.flags, dont_inherit=True)
         self.flags |= compiled.co_flags & FUTURE_FLAGS
         return compiled
 
@@ -139,7 +149,7 @@ class Program:
         whole program even when it opens its own batch, so track whether the program
         so far is only a docstring and future imports (usually: the first batch).
         Returns whether the batch opens with a future import."""
-        tree = compile("\n" * (first_line - 1) + code, FILENAME, "exec", _ast.PyCF_ONLY_AST, dont_inherit=True)
+        tree = compile("\n" * (first_line - 1) + code, self.filename, "exec", _ast.PyCF_ONLY_AST, dont_inherit=True)
         first_is_future = False
         for index, stmt in enumerate(tree.body):
             if isinstance(stmt, _ast.ImportFrom) and stmt.module == "__future__":
@@ -147,7 +157,7 @@ class Program:
                 if not self.future_allowed:
                     raise SyntaxError(
                         "from __future__ imports must occur at the beginning of the file",
-                        (FILENAME, stmt.lineno, stmt.col_offset + 1, self.line_text(stmt.lineno),
+                        (self.filename, stmt.lineno, stmt.col_offset + 1, self.line_text(stmt.lineno),
                          stmt.end_lineno, (stmt.end_col_offset or 0) + 1),
                     )
             elif self.seen_stmt or not self._is_docstring(stmt):
@@ -195,14 +205,14 @@ def describe(exc, tb, program, runner_globals):
     while tb is not None and tb.tb_frame.f_globals is runner_globals:
         tb = tb.tb_next
     line = None
-    if isinstance(exc, SyntaxError) and exc.filename == FILENAME:
+    if isinstance(exc, SyntaxError) and exc.filename == program.filename:
         line = exc.lineno
         if exc.text is None:  # compiler-stage errors (e.g. `return` outside function)
             exc.text = program.line_text(exc.lineno)
     else:
         walk = tb
         while walk is not None:
-            if walk.tb_frame.f_code.co_filename == FILENAME:
+            if walk.tb_frame.f_code.co_filename == program.filename:  # the innermost line of this program
                 line = walk.tb_lineno
             walk = walk.tb_next
     program._publish()
@@ -246,6 +256,9 @@ def main():
         if msg is None:
             return
         if msg.get("op") == "run":
+            filename = msg.get("filename", FILENAME)
+            if filename != program.filename:  # a new program (a conversation's next turn) in the same globals
+                program = Program(filename, program.module)
             reply = run_batch(program, msg["code"], int(msg["first_line"]), runner_pid)
             reply["id"] = msg.get("id")
         else:

@@ -20,6 +20,7 @@ from common.connection import MAX_BLOCK_MS
 from common.lease import RENEWALS_PER_PERIOD, Watch
 from common.protocol import ConversationEnd, Keys, ProtocolError, TurnRequest
 from common.streams import decode_entries
+from executor_pool._runner import SETUP_FILENAME, program_filename
 from executor_pool.interpreter import Interpreter, InterpreterError
 from executor_pool.pool import handed_off, new_interpreter
 
@@ -43,22 +44,39 @@ class Interpreters:
     setup: str | None = None
     _current: Interpreter | None = None
 
-    def acquire(self) -> tuple[Interpreter, bool, bool]:
-        """(interpreter, warm: from the worker's pool, kept: carried over from the previous turn)."""
-        if self._current is not None and self._current.alive:
-            self._current.new_output_budget()
-            return self._current, False, True
-        self.close()
-        warm = handed_off()  # the worker hands one interpreter per job: only the first turn finds it
-        interpreter = self._current = warm or new_interpreter(self.settings)
-        if warm is None:
-            interpreter.start()
-        if self.setup:
-            result = interpreter.run(self.setup, 1, lambda stream, text: None, timeout=self.settings.batch_timeout_s)
-            if result.error is not None:
-                raise SetupFailed(f"the conversation's setup code raised {result.error.type} at line "
-                                  f"{result.error.line}: {result.error.message}")
-        return interpreter, warm is not None, False
+    def acquire(self, turn: int, remaining_s: float) -> tuple[Interpreter, bool, bool]:
+        """(interpreter, warm: from the worker's pool, kept: carried over from the previous turn), ready for
+        turn `turn`'s program; setup may take `remaining_s` of the turn's time at most."""
+        kept = self._current is not None and self._current.alive
+        if kept:
+            assert self._current is not None
+            interpreter, warm = self._current, False
+            interpreter.new_output_budget()
+        else:
+            self.close()
+            handed = handed_off()  # the worker hands one interpreter per job: only the first turn finds it
+            interpreter = self._current = handed or new_interpreter(self.settings)
+            warm = handed is not None
+            if not warm:
+                interpreter.start()
+            if self.setup:
+                self._set_up(interpreter, remaining_s)
+        interpreter.begin_program(program_filename(turn))
+        return interpreter, warm, kept
+
+    def _set_up(self, interpreter: Interpreter, remaining_s: float) -> None:
+        """Run the setup code; an interpreter it failed in is closed, so no turn runs with half of it."""
+        interpreter.begin_program(SETUP_FILENAME)
+        try:
+            result = interpreter.run(self.setup or "", 1, lambda stream, text: None,
+                                     timeout=max(0.001, min(self.settings.batch_timeout_s, remaining_s)))
+        except InterpreterError as exc:
+            self.close()
+            raise SetupFailed(f"the conversation's setup code did not finish: {exc}") from exc
+        if result.error is not None:
+            self.close()
+            raise SetupFailed(f"the conversation's setup code raised {result.error.type} at line "
+                              f"{result.error.line}: {result.error.message}")
 
     def release(self) -> None:
         """After a turn: a conversation keeps a living interpreter; anything else is closed."""

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from common.config import Settings
+from executor_pool._runner import FILENAME
 from executor_pool.sandbox import Sandbox, SandboxConfig, SandboxError
 
 RUNNER = Path(__file__).with_name("_runner.py")
@@ -158,6 +159,7 @@ class Interpreter:
         self._exited = False
         self._outputs: dict[int, tuple[str, codecs.IncrementalDecoder]] = {}
         self._next_id = 0
+        self._program = FILENAME  # the name batches are compiled under: a program's line numbers are its own
         self._dead: InterpreterError | None = None
         self._finalizer: weakref.finalize | None = None
 
@@ -269,6 +271,11 @@ class Interpreter:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def begin_program(self, filename: str) -> None:
+        """The next batches form a new program in the same globals (line 1 again, `__future__` imports allowed),
+        named `filename` in tracebacks: a conversation's next turn, or its setup code."""
+        self._program = filename
+
     def new_output_budget(self) -> None:
         """A new turn of a conversation may print `output_bytes` again, whatever the previous turns printed."""
         self._output_left = self.config.output_bytes
@@ -292,7 +299,7 @@ class Interpreter:
         if first_line < 1:
             raise ValueError("first_line is 1-based")
         self._next_id += 1
-        request = {"op": "run", "id": self._next_id, "code": code, "first_line": first_line}
+        request = {"op": "run", "id": self._next_id, "code": code, "first_line": first_line, "filename": self._program}
         deadline = None if timeout is None else time.monotonic() + timeout
         reply = self._exchange(request, on_output, deadline, "run")
         try:

@@ -68,12 +68,13 @@ _END_STATUS = {
 def run_session(session_id: str, gate: str, submitted_ns: int, batch_chunks: int | None = None,
                 batch_wait_ms: int | None = None, conversation: str | None = None, setup: str | None = None,
                 max_turns: int = 1, timeout_s: float | None = None) -> str:
-    """The RQ job function; returns the (last turn's) terminal status. The batch limits are the session's own,
-    if it chose. With a `conversation`, the job then runs that conversation's later turns, up to `max_turns`,
-    in the same interpreter."""
+    """The RQ job function; returns the (last turn's) terminal status. The batch limits and `timeout_s` are the
+    session's own, if it chose. With a `conversation`, the job then runs that conversation's later turns, up to
+    `max_turns`, in the same interpreter. The arguments after `batch_wait_ms` come as keywords, and only when
+    set: a lone session with default limits is a job that older executors run too."""
     settings = Settings.from_env()
     client, keys = connect(settings), Keys(settings.namespace)
-    interpreters = Interpreters(settings, keep=conversation is not None, setup=setup)
+    interpreters = Interpreters(settings, setup=setup)
     turn = TurnRequest(session_id, Gate(gate), submitted_ns, batch_chunks, batch_wait_ms, timeout_s)
     turns = None if conversation is None else TurnWait(client, keys, settings, conversation)
     with contextlib.ExitStack() as stack:
@@ -83,6 +84,7 @@ def run_session(session_id: str, gate: str, submitted_ns: int, batch_chunks: int
                                      settings.lease_s))
         number = 1
         while True:
+            interpreters.keep = turns is not None and number < max_turns  # the last turn's interpreter goes with it
             with held(client, keys.lease(turn.session_id, "executor"), process_name(), settings.lease_s):
                 status = SessionRunner(client, keys, settings, turn.session_id, turn.gate, turn.submitted_ns,
                                        interpreters, turn.batch_chunks, turn.batch_wait_ms, number,
@@ -142,7 +144,7 @@ class SessionRunner:
     def run(self) -> SessionStatus:
         interpreters = self.interpreters
         try:
-            interpreter, warm, kept = interpreters.acquire()
+            interpreter, warm, kept = interpreters.acquire(self.turn, (self._deadline_ns - now_ns()) / 1e9)
             self._publish(SessionStarted(socket.gethostname(), interpreter.pid, self.policy, now_ns(), warm=warm,
                                          isolation=interpreter.isolation, turn=self.turn, kept_state=kept))
             if "netns" not in interpreter.isolation:  # the network is reachable: using it would leave the sandbox

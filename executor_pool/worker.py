@@ -19,7 +19,7 @@ from common.config import Settings
 from common.connection import connect
 from common.heartbeat import process_name, start_beating
 from common.metrics import serve_metrics
-from common.protocol import Gate, Keys, Message, SessionStatus, Summary, TurnRequest, decode
+from common.protocol import Gate, Keys, Message, ProtocolError, SessionStatus, Summary, TurnRequest, decode
 from common.streams import end_abandoned
 from executor_pool import metrics, session  # noqa: F401  session: imported once here, not in every forked horse
 from executor_pool.pool import InterpreterPool, hand_off, new_interpreter
@@ -48,40 +48,51 @@ class PoolWorker(Worker):
             self._after_job(job)
 
     def _after_job(self, job: Any) -> None:
-        """Observe each session the job ran (a conversation's turns too) from its streams; a session its horse
-        left without a summary (the horse died) is ended here."""
+        """Observe each session the job ran (a conversation's turns too) from its streams, and end any it left
+        without a summary. Never raises: the worker outlives whatever a session left behind."""
         keys = Keys(self.settings.namespace)
-        session_id, gate, submitted_ns, *_ = job.args
-        conversation = job.args[5] if len(job.args) > 5 else None
         try:
+            session_id, gate, submitted_ns, *_ = job.args
             turns = [TurnRequest(session_id, Gate(gate), submitted_ns)]
+            conversation = job.kwargs.get("conversation")
             if conversation is not None:
                 turns += [m for m in self._read(keys.turns(conversation)) if isinstance(m, TurnRequest)]
             returned = job.get_status(refresh=True) == JobStatus.FINISHED  # run_session published its own end
-        except redis.RedisError:
+        except Exception:
             log.exception("job %s: could not read its sessions after its horse exited", job.id)
             return
-        for turn in turns:
+        for number, turn in enumerate(turns, 1):
             try:
-                self._after_session(keys, turn, returned)
-            except redis.RedisError:
+                self._after_session(keys, turn, number, returned)
+            except Exception:
                 log.exception("session %s: could not read or end it after its horse exited", turn.session_id)
 
-    def _after_session(self, keys: Keys, turn: TurnRequest, returned: bool) -> None:
+    def _after_session(self, keys: Keys, turn: TurnRequest, number: int, returned: bool) -> None:
         chunks = self._read(keys.chunks(turn.session_id))
         events = self._read(keys.events(turn.session_id))
-        if not returned and not any(isinstance(event, Summary) for event in events):
-            events.append(self._end_orphan(keys, turn.session_id, turn.gate, turn.submitted_ns))
+        if not any(isinstance(event, Summary) for event in events):
+            events.append(self._end_orphan(keys, turn, number, returned))
         metrics.observe_session(chunks, events)
 
     def _read(self, key: str) -> list[Message]:
-        return [decode(fields) for _, fields in self.client.xrange(key)]
+        """The stream's messages; an entry this build cannot read is logged and skipped."""
+        messages = []
+        for entry_id, fields in self.client.xrange(key):
+            try:
+                messages.append(decode(fields))
+            except ProtocolError as exc:
+                log.warning("%s %s: skipped an unreadable entry: %s", key, entry_id, exc)
+        return messages
 
-    def _end_orphan(self, keys: Keys, session_id: str, gate: Gate, submitted_ns: int) -> Summary:
-        """A killed horse publishes nothing more: stop the model and give the client its terminal event."""
-        summary = Summary(status=SessionStatus.FAILED, gate=gate, submitted_ns=submitted_ns, finished_ns=now_ns(),
-                          stdout="", detail="the executor's work horse died before the session ended")
-        return end_abandoned(self.client, keys, session_id, summary, "executor", self.settings.key_ttl_s)
+    def _end_orphan(self, keys: Keys, turn: TurnRequest, number: int, returned: bool) -> Summary:
+        """Nothing will publish this session's end: stop the model and give the client its terminal event."""
+        detail = ("the executor's work horse died before the session ended" if not returned
+                  else "its conversation ended before this turn was taken (closed, idle past EAGER_TURN_IDLE_S, "
+                  "or at its turn limit)" if number > 1
+                  else "the executor ended without publishing the session's end")
+        summary = Summary(status=SessionStatus.FAILED, gate=turn.gate, submitted_ns=turn.submitted_ns,
+                          finished_ns=now_ns(), stdout="", detail=detail, turn=number)
+        return end_abandoned(self.client, keys, turn.session_id, summary, "executor", self.settings.key_ttl_s)
 
 
 def serve(settings: Settings, burst: bool = False) -> None:

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from common.connection import connect
-from common.protocol import Keys, SessionStatus
+from common.protocol import Keys, Output, SessionStatus
 from eager.client import Client, ConversationClosed
 from eager.replay import SpeedProfile
 from tests.conftest import ROOT, stage_env
@@ -96,7 +96,7 @@ def test_conversation_turns_share_names_and_a_closed_conversation_frees_its_exec
     with Client(settings) as client:
         with client.conversation(model="steps", max_turns=3) as conversation:
             _, first = collect(conversation.send(messages=TASK))
-            events, second = collect(conversation.send(messages=[*TASK, {"role": "assistant", "content": "x"},
+            _, second = collect(conversation.send(messages=[*TASK, {"role": "assistant", "content": "x"},
                                                                  {"role": "user", "content": "go on"}]))
             assert first.status is SessionStatus.OK and first.interpreter_kept and first.turn == 1
             assert second.stdout == "42\n" and second.turn == 2
@@ -110,12 +110,58 @@ def test_conversation_turns_share_names_and_a_closed_conversation_frees_its_exec
 
 
 @pytest.mark.slow
-def test_a_failing_setup_ends_the_turn_failed_with_the_reason(replay_stack):
-    settings, _ = replay_stack({"steps": answer_of("print(1)\n")}, FAST)
-    with Client(settings) as client, client.conversation(model="steps", setup="1 / 0\n") as conversation:
-        _, summary = collect(conversation.send(messages=TASK))
-    assert summary.status is SessionStatus.FAILED
-    assert "setup code raised ZeroDivisionError at line 1" in summary.detail
+def test_a_failing_setup_ends_the_turn_failed_and_no_turn_runs_with_half_of_it(replay_stack):
+    settings, _ = replay_stack({"steps": answer_of("print('x' in globals())\n")}, FAST)
+    with Client(settings) as client, client.conversation(model="steps", setup="x = 1\n1 / 0\n") as conversation:
+        _, first = collect(conversation.send(messages=TASK))
+        _, second = collect(conversation.send(messages=TASK))
+    assert first.status is SessionStatus.FAILED and not first.interpreter_kept
+    assert "setup code raised ZeroDivisionError at line 2" in first.detail
+    assert second.status is SessionStatus.FAILED and "setup code raised" in second.detail  # ran again, failed again
+
+
+@pytest.mark.slow
+def test_a_turn_sent_before_the_previous_one_was_read_gets_its_own_time(replay_stack):
+    """send() waits for the previous turn; the new turn's clock starts after that wait, not before it."""
+    slow, quick = answer_of("import time\ntime.sleep(3)\nprint('one')\n"), answer_of("print('two')\n")
+    settings, _ = replay_stack({"m": [slow, quick]}, FAST, lease_s=1.0)
+    with Client(settings) as client, client.conversation(model="m", timeout_s=4) as conversation:
+        first = conversation.send(messages=TASK)
+        second = conversation.send(messages=[*TASK, {"role": "assistant", "content": "."},
+                                             {"role": "user", "content": "more"}])
+        assert first.result().status is SessionStatus.OK
+        assert second.result().status is SessionStatus.OK and second.result().stdout == "two\n"
+
+
+@pytest.mark.slow
+def test_closing_a_conversation_cancels_the_turn_it_is_running(replay_stack):
+    settings, _ = replay_stack({"m": answer_of("print('started', flush=True)\n"
+                                               + "".join(f"print({i})\n" for i in range(400)))},
+                               SpeedProfile(ttft_s=0.05, tokens_per_s=100.0))
+    keys, redis = Keys(settings.namespace), connect(settings)
+    with Client(settings) as client:
+        conversation = client.conversation(model="m")
+        turn = conversation.send(messages=TASK)
+        next(e for e in turn.events() if isinstance(e, Output))  # it runs while the model writes
+        conversation.close()
+        summary = turn.result()
+    assert summary.status is SessionStatus.CANCELLED and "the conversation was closed" in summary.detail
+    deadline = time.monotonic() + 10
+    while redis.exists(keys.conversation_lease(conversation.id, "executor")):
+        assert time.monotonic() < deadline, "the executor kept a closed conversation"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_an_unreadable_turn_ends_the_conversation_not_the_executor(replay_stack):
+    settings, _ = replay_stack({"m": answer_of("print(1)\n")}, FAST)
+    keys, redis = Keys(settings.namespace), connect(settings)
+    with Client(settings) as client:
+        with client.conversation(model="m") as conversation:
+            assert conversation.send(messages=TASK).result().status is SessionStatus.OK
+            redis.xadd(keys.turns(conversation.id), {"v": "1", "kind": "turn", "data": '{"session_id": "not valid!"}'})
+        assert client.submit(messages=TASK, model="m").result().status is SessionStatus.OK  # the executor lives on
+    assert replay_stack.stack.processes["executor"].poll() is None
 
 
 CLIENT = textwrap.dedent("""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import psutil
 import pytest
@@ -20,6 +21,7 @@ from common.protocol import (
     SessionRequest,
     SessionStarted,
     SessionStatus,
+    Summary,
     encode,
 )
 from eager.client import Client, Session
@@ -199,3 +201,33 @@ def test_a_session_s_own_timeout_applies_but_never_past_the_deployment_s(replay_
     assert own.status is SessionStatus.TIMEOUT and own.stdout == "sleeping\n"
     assert "1.0" in own.detail and own.e2e_s < 4.0  # its own second, not the deployment's four
     assert clamped.status is SessionStatus.TIMEOUT and "4.0" in clamped.detail
+
+
+@pytest.mark.slow
+def test_a_reader_that_falls_behind_still_gets_the_summary_the_executor_published(replay_stack):
+    """Past the executor's end (its lease released), a late reader must read all that is there before it
+    presumes the executor lost: more than one read's worth of tokens may stand before the summary."""
+    answer = answer_of("print(1)\n", after="\n" + "word " * 3000 + "\n")
+    settings, _ = replay_stack({"m": answer}, SpeedProfile(ttft_s=0.05, tokens_per_s=1500.0), lease_s=1.0)
+    with Client(settings) as client:
+        session = client.submit(messages=[{"role": "user", "content": "go"}], model="m")
+        events = session.events()
+        first = next(events)
+        time.sleep(5)  # the scenario, not a wait: a consumer that pauses (a slow UI) while the session ends
+        rest = list(events)
+    assert first is not None and rest[-1].status is SessionStatus.OK
+    assert sum(isinstance(event, Summary) for event in rest) == 1
+
+
+def test_a_lone_session_with_default_limits_is_a_job_older_executors_run(settings):
+    """The job of a session that needs nothing new carries the five arguments every executor version takes."""
+    from rq.job import Job
+
+    with Client(settings) as client:
+        session = client.submit(messages=[{"role": "user", "content": "go"}])
+        job = Job.fetch(Keys(settings.namespace).executor_job_id(session.id),
+                        connection=connect(settings, decode=False))
+        assert len(job.args) == 5 and job.kwargs == {}
+        timed = client.submit(messages=[{"role": "user", "content": "go"}], timeout_s=5)
+        job = Job.fetch(Keys(settings.namespace).executor_job_id(timed.id), connection=connect(settings, decode=False))
+        assert job.kwargs == {"timeout_s": 5}

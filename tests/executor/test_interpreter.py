@@ -328,3 +328,19 @@ def test_child_dies_with_its_parent() -> None:
         child.wait(timeout=5)
     except psutil.TimeoutExpired:
         assert child.status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_new_program_in_the_same_globals_numbers_its_own_lines_and_allows_future_imports(interp: Interpreter) -> None:
+    """A conversation's next turn: the names stay, the program text starts over at line 1 under its own name."""
+    from executor_pool._runner import program_filename
+
+    assert interp.run("x = 1\ndef half(n):\n    return n / 0\n", 1, Output(), timeout=10).ok
+    interp.begin_program(program_filename(2))
+    out = Output()
+    result = interp.run("from __future__ import annotations\nprint(x)\nhalf(x)\n", 1, out, timeout=10)
+    assert out.text() == "1\n"
+    assert result.error is not None and result.error.type == "ZeroDivisionError"
+    assert result.error.line == 3  # the innermost line of this turn's program: the call
+    traceback = result.error.traceback
+    assert 'File "<eager:2>", line 3, in <module>\n    half(x)' in traceback
+    assert 'File "<eager>", line 3, in half\n    return n / 0' in traceback  # turn 1's function, its own source
