@@ -327,6 +327,7 @@ class TurnRequest(Message):
     batch_chunks: int | None = None
     batch_wait_ms: int | None = None
     timeout_s: float | None = None
+    execute: bool = True  # False: a turn that only talks (an agent's plan): its code is not run
 
     def __post_init__(self) -> None:
         check_session_id(self.session_id)

@@ -275,7 +275,7 @@ class Client:
         encode(request)  # refuses an oversized request before anything is enqueued
         return request
 
-    def _start(self, request: SessionRequest, conversation: Conversation | None = None) -> Session:
+    def _start(self, request: SessionRequest, conversation: Conversation | None = None, execute: bool = True) -> Session:
         """Enqueue the executor's job (it forks and starts while the model thinks), then publish the request."""
         # checked, then enqueued: clients submitting at the same instant may pass the limit by a few
         if self.settings.max_queued > 0 and (queued := self._queue.count) >= self.settings.max_queued:
@@ -284,7 +284,8 @@ class Client:
         # what a lone session with the executor's defaults does not need is left out: older executors run it
         optional = {"conversation": None if conversation is None else conversation.id,
                     "setup": None if conversation is None else conversation.setup,
-                    "max_turns": None if turns == 1 else turns, "timeout_s": request.timeout_s}
+                    "max_turns": None if turns == 1 else turns, "timeout_s": request.timeout_s,
+                    "execute": None if execute else False}
         self._queue.enqueue(
             "executor_pool.session.run_session", request.session_id, request.gate.value, request.submitted_ns,
             request.batch_chunks, request.batch_wait_ms, **{k: v for k, v in optional.items() if v is not None},
@@ -337,18 +338,20 @@ class Conversation:
                                       settings.lease_s))
         self._held.callback(self._end)
 
-    def send(self, *, messages: list[dict[str, str]] | None = None, prompt: str | None = None,
+    def send(self, *, messages: list[dict[str, str]] | None = None, prompt: str | None = None, execute: bool = True,
              **overrides: Any) -> Session:
         """Submit the next turn (`Client.submit`'s arguments; model, gate and limits default to the
         conversation's). Waits for the previous turn to end first: a turn's code runs after the one before.
-        Raises ConversationClosed when no executor holds the conversation any more."""
+        `execute=False` makes a turn that only talks (an agent's plan, a summary): its answer streams and
+        ends `ok`, and none of its code runs. Raises ConversationClosed when no executor holds the
+        conversation any more."""
         if self._held is None:
             raise ConversationClosed(f"conversation {self.id} is closed")
         if len(self.sessions) >= self.max_turns:
             raise ConversationClosed(f"conversation {self.id} reached its limit of {self.max_turns} turns")
         request = self._client.request(messages=messages, prompt=prompt, **{**self._defaults, **overrides})
         if not self.sessions:
-            session = self._client._start(request, self)
+            session = self._client._start(request, self, execute)
         else:
             self.sessions[-1].result()
             keys, settings = self._client.keys, self._client.settings
@@ -361,7 +364,7 @@ class Conversation:
             request = dataclasses.replace(request, submitted_ns=now_ns())
             publish(self._client.redis, keys.turns(self.id), TurnRequest(
                 request.session_id, request.gate, request.submitted_ns, request.batch_chunks, request.batch_wait_ms,
-                request.timeout_s,
+                request.timeout_s, execute,
             ), settings.key_ttl_s)
             self._client.publish_request(request)
             # the executor is running and waiting for this turn: if it does not take it soon, none will

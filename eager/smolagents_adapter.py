@@ -23,8 +23,9 @@ What differs from smolagents' local executor, and why:
   ```python block beside them, the agent is told it wrote no code), when the code assigns to `final_answer`
   (smolagents rewrites that; Eager runs it as written), or when the answer has no fence at all (smolagents may
   take the whole text as code; Eager runs nothing, and the agent is told to use a fence).
-- Every model call is a turn, planning included: planning text is prose, but any code fence in it would run, so
-  `planning_interval` is refused. The summary smolagents asks for at `max_steps` is a turn too.
+- Every model call is a turn. Only an action step's runs its code: smolagents asks for those with the stop
+  sequence "Observation:". A plan (`planning_interval`) or the summary smolagents asks for at `max_steps` is a
+  turn that only talks (`execute=False`): its answer streams back, and no code in it runs.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from eager.client import Client, Conversation, ConversationClosed, Session
 __all__ = ["FINAL_ANSWER_MARK", "SETUP", "EagerExecutor", "EagerModel", "eager_code_agent"]
 
 FINAL_ANSWER_MARK = "eager-smolagents-final-answer:"
+ACTION_STOP = "Observation:"  # CodeAgent stops its action steps' answers here, and only those
 
 # Run in every fresh interpreter of the conversation, before the first step's code.
 SETUP = f'''
@@ -141,20 +143,22 @@ class EagerModel(Model):
         if response_format is not None or tools_to_call_from or kwargs:
             raise ValueError("EagerModel sends the model only messages and stop sequences: structured outputs and "
                              "tool calling do not apply (Eager runs the code in the answer's ```python fences)")
-        self._turn = Turn(self._send(_as_text(messages), stop_sequences or None), fresh_matters=bool(self.sessions))
+        action = ACTION_STOP in (stop_sequences or [])  # a plan or a final summary only talks
+        self._turn = Turn(self._send(_as_text(messages), stop_sequences or None, action),
+                          fresh_matters=bool(self.sessions))
         self.sessions.append(self._turn.session)
         yield from self._turn.answer()
 
-    def _send(self, messages: list[dict[str, str]], stop: list[str] | None) -> Session:
+    def _send(self, messages: list[dict[str, str]], stop: list[str] | None, execute: bool) -> Session:
         if self.conversation is not None:
             try:
-                return self.conversation.send(messages=messages, stop=stop)
+                return self.conversation.send(messages=messages, stop=stop, execute=execute)
             except ConversationClosed:
                 self.conversation.close()
         self.conversation = self.client.conversation(
             model=self.model_id, gate=self.gate, max_turns=self.max_turns, setup=SETUP, max_tokens=self.max_tokens,
             temperature=self.temperature)
-        return self.conversation.send(messages=messages, stop=stop)
+        return self.conversation.send(messages=messages, stop=stop, execute=execute)
 
     def take_turn(self) -> Turn:
         """The last call's turn, once: each answer's code is reported once."""
@@ -220,10 +224,8 @@ def eager_code_agent(client: Client | Settings | None = None, *, model: str | No
                      **agent_kwargs: Any) -> CodeAgent:
     """A CodeAgent whose steps run through Eager, in one interpreter. `client`: a Client, or Settings (default:
     from the environment) for a client the agent owns; `model`: the model name at Eager's endpoint; `max_turns`:
-    model calls one interpreter serves (default: one run, max_steps + 1). Other arguments go to CodeAgent.
+    model calls one interpreter serves (default: one run: max_steps, their plans, and a final summary). Other arguments go to CodeAgent.
     Use it as a context manager (or call `cleanup()`) to free the interpreter."""
-    if agent_kwargs.get("planning_interval") is not None:
-        raise ValueError("planning_interval is not supported: every model call runs the code it writes")
     if agent_kwargs.setdefault("code_block_tags", "markdown") != "markdown":
         raise ValueError("Eager reads markdown code fences: code_block_tags must be 'markdown'")
     eager_model = EagerModel(client, model=model, gate=gate, max_tokens=max_tokens, temperature=temperature)
@@ -234,7 +236,8 @@ def eager_code_agent(client: Client | Settings | None = None, *, model: str | No
     except BaseException:
         eager_model.close()
         raise
-    eager_model.max_turns = max_turns or agent.max_steps + 1
+    plans = -(-agent.max_steps // agent.planning_interval) if agent.planning_interval else 0
+    eager_model.max_turns = max_turns or agent.max_steps + plans + 1  # the steps, their plans, a final summary
     return agent
 
 

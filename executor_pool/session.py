@@ -67,7 +67,7 @@ _END_STATUS = {
 
 def run_session(session_id: str, gate: str, submitted_ns: int, batch_chunks: int | None = None,
                 batch_wait_ms: int | None = None, conversation: str | None = None, setup: str | None = None,
-                max_turns: int = 1, timeout_s: float | None = None) -> str:
+                max_turns: int = 1, timeout_s: float | None = None, execute: bool = True) -> str:
     """The RQ job function; returns the (last turn's) terminal status. The batch limits and `timeout_s` are the
     session's own, if it chose. With a `conversation`, the job then runs that conversation's later turns, up to
     `max_turns`, in the same interpreter. The arguments after `batch_wait_ms` come as keywords, and only when
@@ -75,7 +75,7 @@ def run_session(session_id: str, gate: str, submitted_ns: int, batch_chunks: int
     settings = Settings.from_env()
     client, keys = connect(settings), Keys(settings.namespace)
     interpreters = Interpreters(settings, setup=setup)
-    turn = TurnRequest(session_id, Gate(gate), submitted_ns, batch_chunks, batch_wait_ms, timeout_s)
+    turn = TurnRequest(session_id, Gate(gate), submitted_ns, batch_chunks, batch_wait_ms, timeout_s, execute)
     turns = None if conversation is None else TurnWait(client, keys, settings, conversation)
     with contextlib.ExitStack() as stack:
         stack.callback(interpreters.close)
@@ -88,7 +88,7 @@ def run_session(session_id: str, gate: str, submitted_ns: int, batch_chunks: int
             with held(client, keys.lease(turn.session_id, "executor"), process_name(), settings.lease_s):
                 status = SessionRunner(client, keys, settings, turn.session_id, turn.gate, turn.submitted_ns,
                                        interpreters, turn.batch_chunks, turn.batch_wait_ms, number,
-                                       turn.timeout_s).run()
+                                       turn.timeout_s, turn.execute).run()
             if turns is None or number >= max_turns or (turn := turns.next_turn()) is None:
                 return status.value
             number += 1
@@ -114,6 +114,7 @@ class SessionRunner:
     batch_wait_ms: int | None = None
     turn: int = 1
     timeout_s: float | None = None  # the session's own limit, if it set one
+    execute: bool = True  # False: a conversation's turn that only talks; its answer streams, nothing runs
     gate: GateState = field(init=False)
     _cursors: dict[str, str] = field(init=False)
     _stdout: list[str] = field(default_factory=list)
@@ -166,14 +167,18 @@ class SessionRunner:
 
     def _execute(self, interpreter: Interpreter) -> _Stop:
         while True:
-            batch = self.gate.next_batch(now_ns())
+            batch = self.gate.next_batch(now_ns()) if self.execute else None
             if batch is not None:
                 stop = self._run_batch(interpreter, batch)
                 if stop is not None:
                     return stop
                 self._read(block_ms=None)
                 continue
-            if self.gate.invalid is not None:
+            if not self.execute and self.gate.end is not None:  # whatever code it wrote, none of it was to run
+                status = _END_STATUS.get(self.gate.end.status, SessionStatus.OK)
+                return _Stop(SessionStatus.OK if status is SessionStatus.NO_CODE else status,
+                             detail=self.gate.end.generation.error)
+            if self.gate.invalid is not None and self.execute:
                 invalid = self.gate.invalid
                 return _Stop(SessionStatus.SYNTAX_ERROR, _error_dict(invalid.error_type, invalid.message, invalid.line, ""))
             if self.gate.end is not None:
@@ -213,7 +218,8 @@ class SessionRunner:
                 self._cancel = message
                 continue
             decision = self.gate.receive(message)
-            if isinstance(message, ChunkReady) and decision is not None and decision.action is not GateAction.RUN:
+            if (self.execute and isinstance(message, ChunkReady) and decision is not None
+                    and decision.action is not GateAction.RUN):
                 self._publish(GateDecision(message.seq, message.start_line, message.end_line, decision.action,
                                            decision.reason, self.gate.rules.preset.value, decision.line, now_ns()))
 

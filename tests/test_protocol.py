@@ -28,6 +28,7 @@ MESSAGES = [
     p.SessionRequest(session_id="s1", model="m", submitted_ns=1, messages=[{"role": "user", "content": "hi"}]),
     p.SessionRequest(session_id="s1", model="m", submitted_ns=1, prompt="def f():", gate="serial", stop=["```\n"]),
     p.TurnRequest("s2", "batch", 3, batch_chunks=2),
+    p.TurnRequest("s3", "eager", 4, timeout_s=2.5, execute=False),
     p.ConversationEnd("closed by the client", 4),
     p.SessionStarted("host", 42, p.Gate.EAGER, 5, warm=True, isolation="netns+uid", turn=2, kept_state=True),
     p.Delta("tëxt\n", 5),

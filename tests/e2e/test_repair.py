@@ -110,6 +110,24 @@ def test_conversation_turns_share_names_and_a_closed_conversation_frees_its_exec
 
 
 @pytest.mark.slow
+def test_a_turn_that_only_talks_runs_none_of_its_code(replay_stack):
+    answers = [answer_of("a = 5\n"), answer_of("a = 99\nprint('talk ran')\n"), answer_of("print(a)\n")]
+    settings, _ = replay_stack({"m": answers}, FAST)
+    history = list(TASK)
+    with Client(settings) as client, client.conversation(model="m") as conversation:
+        summaries = []
+        for execute in (True, False, True):
+            events, summary = collect(conversation.send(messages=history, execute=execute))
+            summaries.append((events, summary))
+            history = [*history, {"role": "assistant", "content": "."}, {"role": "user", "content": "next"}]
+    (_, first), (talk_events, talk), (_, third) = summaries
+    assert first.status is SessionStatus.OK
+    assert talk.status is SessionStatus.OK and talk.batches == 0 and talk.chunks == 2
+    assert not any(isinstance(e, Output) for e in talk_events)
+    assert third.stdout == "5\n"  # the talk's `a = 99` never ran
+
+
+@pytest.mark.slow
 def test_a_failing_setup_ends_the_turn_failed_and_no_turn_runs_with_half_of_it(replay_stack):
     settings, _ = replay_stack({"steps": answer_of("print('x' in globals())\n")}, FAST)
     with Client(settings) as client, client.conversation(model="steps", setup="x = 1\n1 / 0\n") as conversation:

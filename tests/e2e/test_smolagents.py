@@ -111,12 +111,22 @@ def lookup(key: str) -> str:
     return key
 
 
+@pytest.mark.slow
+def test_plans_only_talk_and_action_steps_run(replay_stack):
+    """One scripted answer for every call: the plan's code fence must not run, the action step's must."""
+    answer = "Thought: count, then answer.\n```python\nprint('ran')\nfinal_answer(7)\n```\n<end_plan>\n"
+    settings, _ = replay_stack({"agent": answer}, FAST)
+    with Client(settings) as client, eager_code_agent(client, model="agent", max_steps=2, planning_interval=1) as agent:
+        assert agent.run("Answer seven.") == 7
+        plan, action = (list(session.events()) for session in agent.model.sessions)
+    assert plan[-1].status is SessionStatus.OK and not any(isinstance(e, Output) for e in plan)
+    assert action[-1].status is SessionStatus.EXITED  # final_answer
+    assert "".join(e.text for e in action if isinstance(e, Output)) == "ran\n"
+
+
 def test_tools_that_live_in_this_process_are_refused_before_anything_runs(settings):
-    with Client(settings) as client:
-        with pytest.raises(ValueError, match="lookup"):
-            eager_code_agent(client, tools=[lookup])
-        with pytest.raises(ValueError, match="planning_interval"):
-            eager_code_agent(client, planning_interval=2)
+    with Client(settings) as client, pytest.raises(ValueError, match="lookup"):
+        eager_code_agent(client, tools=[lookup])
 
 
 @pytest.mark.slow
