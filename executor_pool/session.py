@@ -176,16 +176,14 @@ class SessionRunner:
                 continue
             if not self.execute and self.gate.end is not None:  # whatever code it wrote, none of it was to run
                 status = _END_STATUS.get(self.gate.end.status, SessionStatus.OK)
-                return _Stop(SessionStatus.OK if status is SessionStatus.NO_CODE else status,
-                             detail=self.gate.end.generation.error)
+                return self._ended(SessionStatus.OK if status is SessionStatus.NO_CODE else status)
             if self.gate.invalid is not None and self.execute:
                 invalid = self.gate.invalid
                 return _Stop(SessionStatus.SYNTAX_ERROR, _error_dict(invalid.error_type, invalid.message, invalid.line, ""))
             if self.gate.end is not None:
-                status = _END_STATUS[self.gate.end.status]
-                return _Stop(status, detail=self.gate.end.generation.error)
+                return self._ended(_END_STATUS[self.gate.end.status])
             if self._cancel is not None:
-                return _Stop(SessionStatus.CANCELLED, detail=f"cancelled by {self._cancel.by}: {self._cancel.reason}")
+                return _Stop(SessionStatus.CANCELLED, detail=self._cancelled_by())
             remaining_ms = (self._deadline_ns - now_ns()) // 1_000_000
             if remaining_ms <= 0:
                 return _Stop(SessionStatus.TIMEOUT,
@@ -198,6 +196,17 @@ class SessionRunner:
             if wake_ns is not None:  # the batch policy's wait runs out before a message may come
                 block_ms = max(1, min(block_ms, -(-(wake_ns - now_ns()) // 1_000_000)))
             self._read(block_ms=block_ms)
+
+    def _ended(self, status: SessionStatus) -> _Stop:
+        """Generation and detection are over: the status they make, and why, naming who cancelled if one did."""
+        assert self.gate.end is not None
+        if status is SessionStatus.CANCELLED and self._cancel is not None:
+            return _Stop(status, detail=self._cancelled_by())
+        return _Stop(status, detail=self.gate.end.generation.error)
+
+    def _cancelled_by(self) -> str:
+        assert self._cancel is not None
+        return f"cancelled by {self._cancel.by}: {self._cancel.reason}"
 
     def _without_detector(self, now: int) -> bool:
         """Whether no detector has held the session's lease for a while (checked a few times per period).
