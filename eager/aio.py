@@ -46,11 +46,26 @@ class AsyncSession:
         await asyncio.to_thread(self._session.cancel, reason)
 
 
-class AsyncConversation:
+class _Closing:
+    """`async with`: the sync object's close, in a worker thread."""
+
+    _closes: Conversation | Client
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._closes.close)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class AsyncConversation(_Closing):
     """`Conversation` awaited: turns that share one interpreter."""
 
     def __init__(self, conversation: Conversation) -> None:
-        self._conversation = conversation
+        self._conversation = self._closes = conversation
 
     @property
     def id(self) -> str:
@@ -60,21 +75,12 @@ class AsyncConversation:
         """Takes `Conversation.send`'s keyword arguments; raises the same ConversationClosed."""
         return AsyncSession(await asyncio.to_thread(lambda: self._conversation.send(**turn)))
 
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self._conversation.close)
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-class AsyncClient:
+class AsyncClient(_Closing):
     """`async with AsyncClient() as client: session = await client.submit(messages=[...])`."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self._client = Client(settings)
+        self._client = self._closes = Client(settings)
 
     @property
     def settings(self) -> Settings:
@@ -91,12 +97,3 @@ class AsyncClient:
     async def solve(self, **task: Any) -> RepairReport:
         """`Client.solve` (the repair loop) in a worker thread: its `on_event` callback runs in that thread."""
         return await asyncio.to_thread(lambda: self._client.solve(**task))
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self._client.close)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()

@@ -28,6 +28,15 @@ FIXING = answer_of("total = sum(data)\nprint('total', total)\n")  # `data` is on
 TASK = [{"role": "user", "content": "Sort the data and print its total."}]
 
 
+def released(redis, keys: Keys, conversation_id: str, within_s: float, why: str) -> None:  # type: ignore[no-untyped-def]
+    """Wait, to a deadline, for the executor to let the conversation go: its lease key disappears, an event
+    Redis does not signal without keyspace notifications (off by default), so it is polled."""
+    deadline = time.monotonic() + within_s
+    while redis.exists(keys.conversation_lease(conversation_id, "executor")):
+        assert time.monotonic() < deadline, why
+        time.sleep(0.05)
+
+
 def _requests_for(server, model: str) -> list[dict]:
     records = server.replays().values()
     return sorted((r for r in records if r["model"] == model), key=lambda r: int(r["id"].rsplit("-", 1)[1]))
@@ -164,10 +173,7 @@ def test_closing_a_conversation_cancels_the_turn_it_is_running(replay_stack):
         conversation.close()
         summary = turn.result()
     assert summary.status is SessionStatus.CANCELLED and "the conversation was closed" in summary.detail
-    deadline = time.monotonic() + 10
-    while redis.exists(keys.conversation_lease(conversation.id, "executor")):
-        assert time.monotonic() < deadline, "the executor kept a closed conversation"
-        time.sleep(0.05)
+    released(redis, keys, conversation.id, 10, "the executor kept a closed conversation")
 
 
 @pytest.mark.slow
@@ -206,10 +212,7 @@ def test_a_client_that_dies_between_turns_frees_the_interpreter_within_a_lease(r
         assert redis.exists(keys.conversation_lease(conversation_id, "executor"))
         client.kill()
         client.wait(timeout=10)
-        deadline = time.monotonic() + 10 * settings.lease_s
-        while redis.exists(keys.conversation_lease(conversation_id, "executor")):
-            assert time.monotonic() < deadline, "the executor kept a dead client's conversation"
-            time.sleep(0.05)
+        released(redis, keys, conversation_id, 10 * settings.lease_s, "the executor kept a dead client's conversation")
     finally:
         client.kill()
 
@@ -220,9 +223,6 @@ def test_an_idle_conversation_is_let_go_and_its_next_turn_refused(replay_stack):
     redis, keys = connect(settings), Keys(settings.namespace)
     with Client(settings) as client, client.conversation(model="steps") as conversation:
         assert conversation.send(messages=TASK).result().status is SessionStatus.OK
-        deadline = time.monotonic() + 10
-        while redis.exists(keys.conversation_lease(conversation.id, "executor")):
-            assert time.monotonic() < deadline, "the idle conversation was kept"
-            time.sleep(0.05)
+        released(redis, keys, conversation.id, 10, "the idle conversation was kept")
         with pytest.raises(ConversationClosed, match="idle"):
             conversation.send(messages=TASK)
