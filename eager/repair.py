@@ -24,7 +24,7 @@ from common.protocol import (
     SessionStatus,
     Summary,
 )
-from executor_pool._runner import program_filename
+from executor_pool._runner import program_file, program_filename
 
 # What the program did wrong, so another answer may do better. The rest are the model's or the
 # system's failures (model_error, failed, rejected, cancelled): asking the model again does not help.
@@ -40,7 +40,7 @@ TRACEBACK_TAIL_LINES = 12
 def failing_statement_line(error: dict[str, Any], turn: int = 1) -> int | None:
     """The line of the top-level statement that raised: the traceback's outermost frame in the turn's program.
     The error's own line is the innermost one, which is inside a function when a call fails."""
-    frame = re.compile(rf'File "{re.escape(program_filename(turn))}", line (\d+)')
+    frame = re.compile(rf'File "(?:[^"]*/)?{re.escape(program_file(program_filename(turn)) or "")}", line (\d+)')
     outermost = frame.search(str(error.get("traceback") or ""))
     return int(outermost.group(1)) if outermost else error.get("line")
 

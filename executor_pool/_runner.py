@@ -23,6 +23,8 @@ Why it is shaped like this:
 
 import __future__
 import _ast  # the C half of `ast`: parsing needs no more, and `ast` costs ~8 ms of start
+import builtins
+import functools
 import json
 import linecache
 import os
@@ -31,15 +33,26 @@ import sys
 import time
 import traceback
 import types
+import warnings
 
 FILENAME = "<eager>"
 SETUP_FILENAME = "<eager:setup>"
+PROGRAM_FILE = "program.py"
 
 
 def program_filename(turn):
     """A conversation's turns share globals, not program text: each turn is a program of its own, line 1
     again, and its own name keeps the tracebacks of functions earlier turns defined on their own source."""
     return FILENAME if turn <= 1 else "<eager:%d>" % turn
+
+
+def program_file(name):
+    """The file in the working directory that holds program `name`'s text, as `python program.py` has one:
+    `__file__`, tracebacks, logging and `inspect` name it. None for the setup code, which is not the program."""
+    if name == FILENAME:
+        return PROGRAM_FILE
+    turn = re.fullmatch(r"<eager:(\d+)>", name)
+    return "program_%s.py" % turn.group(1) if turn else None
 # Bound once: the program may monkeypatch modules the runner shares with it (a test
 # library freezing time.time_ns, say) and must not break the protocol by doing so.
 _read, _write, _time_ns = os.read, os.write, time.time_ns
@@ -97,24 +110,142 @@ def _flush_streams():
             pass
 
 
-class Program:
-    """The generated program as seen so far, and the state shared by its batches."""
+# What the interpreter was before the program's first line. Python compiles a whole script under this
+# state before running any of it, so every batch is compiled under it too, whatever the program has changed
+# since: warning filters that make a compile warning an error, a recursion limit too low for the compiler.
+_STARTUP_FILTERS = list(warnings.filters)
+_STARTUP_SHOWWARNING = warnings.showwarning
+_STARTUP_RECURSION_LIMIT = sys.getrecursionlimit()
+_settrace, _gettrace, _setprofile = sys.settrace, sys.gettrace, sys.setprofile
+_setrecursionlimit = sys.setrecursionlimit
+# Called through partial objects, which a profile function does not see: a call of a builtin from Python code
+# is an event for it, and these calls are the runner's, not the program's.
+_getprofile = functools.partial(sys.getprofile)
+_unprofile = functools.partial(sys.setprofile, None)
 
-    def __init__(self, filename=FILENAME, module=None):
-        self.filename = filename
+
+class Audit:
+    """The program's audit hooks, behind one real hook of ours that is silent while the runner works.
+
+    A script is compiled whole before its first line runs, so its own hooks never see it compiled; here
+    later batches are compiled, and their file written, after the hooks exist, and a hook refusing
+    "compile" would stop the runner itself. A real hook cannot be removed, so `sys.addaudithook` is
+    replaced by one that keeps the program's hooks here; ours is added with the program's first.
+    """
+
+    def __init__(self):
+        self.hooks = []
+        self.listening = False  # True only while the program's own code runs
+        self._real_add = sys.addaudithook
+        self._added = False
+
+    def dispatch(self, event, args):
+        if self.listening:
+            for hook in self.hooks:
+                hook(event, args)
+
+    def install(self):
+        def addaudithook(hook):
+            if not self._added:
+                self._real_add(self.dispatch)
+                self._added = True
+            try:
+                self.dispatch("sys.addaudithook", ())
+            except RuntimeError:  # as CPython does: an existing hook refused it, silently
+                return
+            self.hooks.append(hook)
+
+        addaudithook.__doc__ = self._real_add.__doc__
+        sys.addaudithook = addaudithook
+
+
+AUDIT = Audit()
+
+
+class Tracing:
+    """The program's trace and profile functions, kept off while the runner works between batches, so
+    they see the program's frames only. Each is put back by a gate on the batch's first event: the batch's
+    own module frame stays untraced, as the running module frame of a script is for a trace set inside it."""
+
+    def __init__(self):
+        self.trace = None
+        self.profile = None
+
+    def resume(self, code):
+        trace, profile = self.trace, self.profile
+        if trace is not None:
+            def trace_gate(frame, event, arg):
+                AUDIT.listening = False
+                _settrace(trace)
+                AUDIT.listening = True
+
+            _settrace(trace_gate)
+        if profile is not None:
+            def profile_gate(frame, event, arg):
+                if event == "call" and frame.f_code is code:
+                    AUDIT.listening = False
+                    _setprofile(profile)
+                    AUDIT.listening = True
+
+            _setprofile(profile_gate)
+
+
+def _compile(source, filename, flags):
+    """compile() under the startup state (see _STARTUP_FILTERS)."""
+    limit = sys.getrecursionlimit()
+    try:
+        _setrecursionlimit(max(limit, _STARTUP_RECURSION_LIMIT))
+        with warnings.catch_warnings():
+            warnings.filters[:] = _STARTUP_FILTERS
+            warnings.showwarning = _STARTUP_SHOWWARNING
+            warnings._filters_mutated()
+            return compile(source, filename, "exec", flags, dont_inherit=True)
+    finally:
+        try:
+            _setrecursionlimit(limit)
+        except (RecursionError, ValueError):
+            pass
+
+
+def _main_namespace(module, path):
+    """What `python program.py` puts in `__main__` before the first line."""
+    loader = None
+    if path is not None:
+        loader = sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", path)
+    module.__dict__.update({"__annotations__": {}, "__builtins__": builtins, "__cached__": None, "__doc__": None,
+                            "__file__": path, "__loader__": loader, "__package__": None, "__spec__": None})
+    if path is None:
+        del module.__dict__["__file__"]
+
+
+class Program:
+    """The generated program as seen so far, and the state shared by its batches.
+
+    Its text so far is also a real file in the working directory, the name its code is compiled under, as a
+    script's is: `inspect.getsource`, logging's `%(filename)s`, multiprocessing's spawn and tracebacks after
+    `linecache.clearcache()` read it."""
+
+    def __init__(self, name=FILENAME, module=None, directory=None):
+        self.name = name
+        file = program_file(name)
+        self.path = None if file is None or directory is None else os.path.join(directory, file)
+        self.filename = self.path or name
         self.lines = []  # every line of the program so far, each ending in "\n"
         self.flags = 0  # __future__ compiler flags in force
         self.future_allowed = True  # only a docstring/__future__ imports ran so far
         self.seen_stmt = False
+        self.declares_global = False  # a `global` statement so far: the compiler checks it across statements
         if module is None:
             module = types.ModuleType("__main__")
-            module.__dict__["__builtins__"] = __builtins__
+            _main_namespace(module, self.path)
+        elif self.path is not None:
+            module.__dict__["__file__"] = self.path
         self.module = module
         sys.modules["__main__"] = module
 
     def register(self, code, first_line):
         """Place `code` at `first_line` in the program text and (re)publish it to
-        linecache: the program may have cleared the cache since the last batch."""
+        linecache and its file: the program may have cleared the cache or removed the file."""
         new = _LINE.findall(code)
         if new and not new[-1].endswith("\n"):
             new[-1] += "\n"
@@ -123,33 +254,58 @@ class Program:
             self.lines.extend(["\n"] * (start - len(self.lines)))
         self.lines[start:start + len(new)] = new
         self._publish()
+        if self.path is not None:
+            try:
+                with open(self.path, "w", encoding="utf-8", newline="") as file:
+                    file.write("".join(self.lines))
+            except (OSError, UnicodeError):
+                pass  # the program made its directory unwritable, say: the text still is in linecache
 
     def _publish(self):
         lines = self.lines
         linecache.cache[self.filename] = (sum(map(len, lines)), None, lines, self.filename)
 
     def compile(self, code, first_line):
-        """Compile one batch so that line numbers are those of the whole program."""
+        """Compile one batch so that line numbers are those of the whole program, and refuse it if the
+        whole program so far is one the compiler refuses (a `global x` after `x` was assigned)."""
         seen_before = self.seen_stmt
         first_is_future = False
         if self.future_allowed or "__future__" in code:
             first_is_future = self._check_futures(code, first_line)
+        self.declares_global = self.declares_global or "global" in code
+        if self.declares_global and seen_before:
+            _compile("".join(self.lines), self.filename, self.flags)
         if seen_before and not first_is_future and first_line >= 2:
             # A leading string in a later batch is not the module docstring of the
             # whole program; the `pass` keeps compile() from storing it as __doc__.
             padding = "\n" * (first_line - 2) + "pass\n"
         else:
             padding = "\n" * (first_line - 1)
-        compiled = compile(padding + code, self.filename, "exec", self.flags, dont_inherit=True)
+        compiled = _compile(padding + code, self.filename, self.flags)
         self.flags |= compiled.co_flags & FUTURE_FLAGS
         return compiled
+
+    def function(self, compiled):
+        """The batch as a function over the program's globals, bound to the builtins it started with:
+        a script's module frame keeps its builtins even after it assigns `__builtins__`, while the
+        functions it defines afterwards take the new value, as they do here."""
+        namespace = self.module.__dict__
+        own = namespace.get("__builtins__", namespace)
+        namespace["__builtins__"] = builtins
+        try:
+            return types.FunctionType(compiled, namespace)
+        finally:
+            if own is namespace:
+                del namespace["__builtins__"]
+            else:
+                namespace["__builtins__"] = own
 
     def _check_futures(self, code, first_line):
         """A `from __future__` import after other statements is a SyntaxError in the
         whole program even when it opens its own batch, so track whether the program
         so far is only a docstring and future imports (usually: the first batch).
         Returns whether the batch opens with a future import."""
-        tree = compile("\n" * (first_line - 1) + code, self.filename, "exec", _ast.PyCF_ONLY_AST, dont_inherit=True)
+        tree = _compile("\n" * (first_line - 1) + code, self.filename, _ast.PyCF_ONLY_AST)
         first_is_future = False
         for index, stmt in enumerate(tree.body):
             if isinstance(stmt, _ast.ImportFrom) and stmt.module == "__future__":
@@ -223,46 +379,100 @@ def describe(exc, tb, program, runner_globals):
     return {"type": _type_name(exc), "message": _message(exc), "line": line, "traceback": text}
 
 
-def run_batch(program, code, first_line, runner_pid):
-    started = _time_ns()
-    error = None
-    try:
-        program.register(code, first_line)
-        compiled = program.compile(code, first_line)
-        exec(compiled, program.module.__dict__)
-    except BaseException as exc:  # SystemExit and KeyboardInterrupt are results too
-        error = describe(exc, exc.__traceback__, program, globals())
-        exc = None
-    _flush_streams()
-    if os.getpid() != runner_pid:
-        # The program forked and this is the child falling out of the batch: it must
-        # not answer on the control pipe (the real runner does); end it quietly.
-        os._exit(0 if error is None else 1)
-    return {"op": "done", "ok": error is None, "error": error,
-            "started_ns": started, "finished_ns": _time_ns()}
+class Runner:
+    """The batches of one interpreter's programs, and its end."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.program = Program(FILENAME, directory=directory)
+        self.tracing = Tracing()
+        self.uncaught = None  # the exception that ended the program, for sys.excepthook at its end
+        self.pid = os.getpid()
+
+    def begin(self, name):
+        """A new program (a conversation's next turn) in the same globals."""
+        if name != self.program.name:
+            self.program = Program(name, self.program.module, self.directory)
+
+    def run_batch(self, code, first_line):
+        started = _time_ns()
+        error = None
+        program, tracing = self.program, self.tracing
+        try:
+            program.register(code, first_line)
+            compiled = program.compile(code, first_line)
+        except BaseException as exc:
+            error = describe(exc, exc.__traceback__, program, globals())
+            error["compile"] = isinstance(exc, SyntaxError)
+            exc = None
+        if error is None:
+            try:
+                batch = program.function(compiled)
+                tracing.resume(compiled)
+                AUDIT.listening = True
+                try:
+                    batch()
+                finally:
+                    # first, before any call of ours: the program's trace and profile functions see none of them
+                    AUDIT.listening = False
+                    tracing.profile = _getprofile()
+                    _unprofile()
+                    tracing.trace = _gettrace()
+                    _settrace(None)
+            except BaseException as exc:  # SystemExit and KeyboardInterrupt are results too
+                self.uncaught = None if isinstance(exc, SystemExit) else exc
+                error = describe(exc, exc.__traceback__, program, globals())
+                exc = None
+        _flush_streams()
+        if os.getpid() != self.pid:
+            # The program forked and this is the child falling out of the batch: it must
+            # not answer on the control pipe (the real runner does); end it quietly.
+            os._exit(0 if error is None else 1)
+        return {"op": "done", "ok": error is None, "error": error,
+                "started_ns": started, "finished_ns": _time_ns()}
+
+    def end(self):
+        """End the program as the interpreter ends a script: an uncaught exception goes to a sys.excepthook
+        the program set (the default one's traceback is the session's error already); then returning from
+        main() lets Python itself join non-daemon threads, run atexit handlers and finalizers, and flush."""
+        exc, self.uncaught = self.uncaught, None
+        hook = sys.excepthook
+        if exc is not None and hook is not sys.__excepthook__:
+            try:
+                hook(type(exc), exc, exc.__traceback__)
+            except BaseException as hook_exc:
+                sys.stderr.write("Error in sys.excepthook:\n" + "".join(_format_exception(hook_exc))
+                                 + "\nOriginal exception was:\n" + "".join(_format_exception(exc)))
+        _flush_streams()
 
 
 def main():
     req_fd, rep_fd = int(sys.argv[1]), int(sys.argv[2])
     for fd in (req_fd, rep_fd):
         os.set_inheritable(fd, False)  # subprocesses of the program must not hold them
-    runner_pid = os.getpid()
-    sys.argv = [FILENAME]
-    sys.path.insert(0, os.getcwd())  # like the script's own directory for `python prog.py`
-    program = Program()
-    send(rep_fd, {"op": "ready", "pid": runner_pid, "python": sys.version})
+    directory = os.getcwd()
+    sys.argv = [PROGRAM_FILE]
+    sys.path.insert(0, directory)  # like the script's own directory for `python program.py`
+    AUDIT.install()
+    runner = Runner(directory)
+    send(rep_fd, {"op": "ready", "pid": runner.pid, "python": sys.version})
     while True:
         msg = recv(req_fd)
         if msg is None:
             return
-        if msg.get("op") == "run":
-            filename = msg.get("filename", FILENAME)
-            if filename != program.filename:  # a new program (a conversation's next turn) in the same globals
-                program = Program(filename, program.module)
-            reply = run_batch(program, msg["code"], int(msg["first_line"]), runner_pid)
-            reply["id"] = msg.get("id")
+        op = msg.get("op")
+        if op == "run":
+            runner.begin(msg.get("filename", FILENAME))
+            reply = runner.run_batch(msg["code"], int(msg["first_line"]))
+        elif op == "finish":
+            send(rep_fd, {"op": "finishing", "id": msg.get("id")})
+            os.close(req_fd)
+            os.close(rep_fd)
+            runner.end()
+            return
         else:
-            reply = {"op": "error", "message": "unknown op %r" % (msg.get("op"),)}
+            reply = {"op": "error", "message": "unknown op %r" % (op,)}
+        reply["id"] = msg.get("id")
         send(rep_fd, reply)
 
 

@@ -84,13 +84,15 @@ class CodeError:
 
     `line` is a line of the whole generated program: a SyntaxError's own line,
     otherwise the deepest traceback frame in the program. `traceback` is formatted
-    as running the program as a script would print it, with file name "<eager>".
+    as running the program as a script would print it: its frames name the program's file in the
+    interpreter's working directory (`program.py`; `program_<k>.py` for a conversation's turn k).
     """
 
     type: str
     message: str
     line: int | None
     traceback: str
+    compiling: bool = False  # raised by compiling the program, not by running it: python would have run nothing
 
 
 @dataclass(frozen=True)
@@ -308,11 +310,52 @@ class Interpreter:
             err = reply["error"]
             error = None if err is None else CodeError(
                 type=str(err["type"]), message=str(err["message"]),
-                line=None if err["line"] is None else int(err["line"]), traceback=str(err["traceback"]))
+                line=None if err["line"] is None else int(err["line"]), traceback=str(err["traceback"]),
+                compiling=bool(err.get("compile", False)))
             return BatchResult(ok=bool(reply["ok"]), error=error,
                                started_ns=int(reply["started_ns"]), finished_ns=int(reply["finished_ns"]))
         except (KeyError, TypeError, ValueError) as exc:
             self._fail(InterpreterDied(self._status(), f"malformed reply ({exc}): {reply!r:.200}"))
+
+    def finish(self, on_output: OutputCallback, timeout: float) -> None:
+        """End the program as python ends a script, and wait (at most `timeout`) for the child to exit:
+        sys.excepthook for an uncaught exception, non-daemon threads joined, atexit handlers, finalizers.
+        What that prints is passed to on_output, with the last incomplete UTF-8 sequence as U+FFFD.
+        Raises BatchTimeout (the child killed) if it does not exit in time; the Interpreter is done after."""
+        if not self.alive:
+            return
+        deadline = time.monotonic() + timeout
+        self._next_id += 1
+        reply = self._exchange({"op": "finish", "id": self._next_id}, on_output, deadline, "shutdown")
+        if reply.get("op") != "finishing":
+            self._fail(InterpreterDied(self._status(), f"unexpected answer to finish: {reply!r:.200}"))
+        try:
+            self._await_exit(on_output, deadline)
+        except BaseException:
+            self._kill()
+            raise
+        self._dead = InterpreterError("interpreter finished its program")
+        self._kill()
+
+    def _await_exit(self, on_output: OutputCallback, deadline: float) -> None:
+        assert self._sel is not None
+        while not self._exited and self._status() is None:
+            wait = max(0.0, deadline - time.monotonic())
+            if self._pidfd < 0:
+                wait = min(wait, 0.05)
+            for key, _mask in self._sel.select(wait):
+                if key.data == "exit":
+                    self._exited = True
+                elif key.data in ("stdout", "stderr"):
+                    self._read_output(key.fd, on_output)
+                elif key.data == "reply":
+                    self._read_reply()
+            if time.monotonic() >= deadline and not self._exited:
+                self._kill()
+                self._drain(on_output, final=True)
+                self._fail(BatchTimeout("the program did not end within its time after its last statement "
+                                        "(a non-daemon thread or an atexit handler still running); interpreter killed"))
+        self._drain(on_output, final=True)
 
     def _exchange(self, request: dict[str, Any] | None, on_output: OutputCallback,
                   deadline: float | None, what: str) -> dict[str, Any]:

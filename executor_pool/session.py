@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 
 DETECTOR_GRACE_LEASES = 3  # no detector for this many lease periods: none is coming (a takeover needs about one)
 
+# The program ran to its end, by itself: python would now end the interpreter, and show what that prints.
+_PROGRAM_ENDS = frozenset({SessionStatus.OK, SessionStatus.ERROR, SessionStatus.EXITED})
+
 _END_STATUS = {
     CodeStatus.COMPLETE: SessionStatus.OK,
     CodeStatus.NO_CODE: SessionStatus.NO_CODE,
@@ -123,6 +126,8 @@ class SessionRunner:
     _cancel: Cancel | None = None
     _detector_absent_since: int = field(init=False)
     _detector_checked_ns: int = 0
+    _last_batch: int = 0
+    _cancel_sent: bool = False
     _started_ns: int = field(default_factory=now_ns)  # the job began: the end of the session's wait in the queue
 
     def __post_init__(self) -> None:
@@ -151,6 +156,9 @@ class SessionRunner:
             if "netns" not in interpreter.isolation:  # the network is reachable: using it would leave the sandbox
                 self.gate = GateState(self.policy, self.gate.rules.opening(Escape.NETWORK), self.gate.limits)
             stop = self._execute(interpreter)
+            if stop.status in _PROGRAM_ENDS and self._last_batch and not interpreters.keep:
+                self._stop_model(stop)  # first: the model need not wait for the program's end
+                stop = self._end_program(interpreter, stop)
         except redis.RedisError as exc:
             log.exception("session %s lost Redis", self.session_id)
             stop = _Stop(SessionStatus.FAILED, detail=f"lost Redis mid-session ({type(exc).__name__}: {exc}); "
@@ -234,6 +242,7 @@ class SessionRunner:
 
     def _run_batch(self, interpreter: Interpreter, batch: Batch) -> _Stop | None:
         chunks = batch.chunks
+        self._last_batch = batch.number
         self._publish(BatchStarted(batch.number, chunks[0].seq, chunks[-1].seq, batch.first_line, batch.last_line, now_ns()))
 
         def on_output(stream: str, text: str) -> None:
@@ -259,17 +268,46 @@ class SessionRunner:
         self._busy_ns += result.finished_ns - result.started_ns
         if result.error is None:
             return None
-        status = SessionStatus.EXITED if result.error.type == "SystemExit" else SessionStatus.ERROR
+        if result.error.compiling:  # as the detector's: python would have refused the whole program
+            status = SessionStatus.SYNTAX_ERROR
+        elif result.error.type == "SystemExit":
+            status = SessionStatus.EXITED
+        else:
+            status = SessionStatus.ERROR
         return _Stop(status, _error_of(result.error))
 
-    def _finish(self, stop: _Stop, kept: bool) -> Summary:
-        """Stop the model if it is still writing, report the error, then the terminal summary."""
-        if stop.status is not SessionStatus.OK and self.gate.end is None:
+    def _end_program(self, interpreter: Interpreter, stop: _Stop) -> _Stop:
+        """The interpreter's end, as python's after a script's last line (atexit handlers, threads joined,
+        finalizers): its output is the session's too. A program that does not end in time has timed out."""
+        def on_output(stream: str, text: str) -> None:
+            if stream == "stdout":
+                self._stdout.append(text)
+            self._publish(Output(self._last_batch, stream, text, now_ns()))
+            self._execution_end_ns = now_ns()
+
+        remaining_s = (self._deadline_ns - now_ns()) / 1e9
+        try:
+            interpreter.finish(on_output, timeout=max(0.001, min(self.settings.batch_timeout_s, remaining_s)))
+        except BatchTimeout as exc:
+            return _Stop(SessionStatus.TIMEOUT, stop.error, detail=str(exc))
+        except InterpreterDied as exc:
+            log.info("session %s: the interpreter died at its end: %s", self.session_id, exc)
+        return stop
+
+    def _stop_model(self, stop: _Stop) -> None:
+        """Cancel generation if the model is still writing an answer that has failed (once)."""
+        if stop.status is not SessionStatus.OK and self.gate.end is None and not self._cancel_sent:
+            self._cancel_sent = True
             if self._cancel is None:
                 self._safely(lambda: publish(
                     self.client, self.keys.cancel(self.session_id), Cancel(stop.status.value, "executor", now_ns()),
                     self.settings.key_ttl_s,
                 ))
+
+    def _finish(self, stop: _Stop, kept: bool) -> Summary:
+        """Stop the model if it is still writing, report the error, then the terminal summary."""
+        self._stop_model(stop)
+        if stop.status is not SessionStatus.OK and self.gate.end is None:
             self._safely(self._await_generation_end)
         if stop.error is not None:
             self._safely(lambda: self._publish(ExecutionError(**stop.error, at_ns=now_ns())))

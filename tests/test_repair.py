@@ -73,7 +73,7 @@ def test_feedback_names_the_error_the_code_the_output_and_the_kept_state():
     assert "ZeroDivisionError at line 2: division by zero" in text
     assert "lines 1-5" in text and "y = half(x)\n" in text and "print(y)" not in text
     assert "x is 4" in text and "still running" in text
-    assert 'File "<eager>", line 5' in text  # the traceback's tail
+    assert 'program.py", line 5' in text  # the traceback's tail
 
 
 def test_feedback_after_a_dead_interpreter_says_the_names_are_gone():

@@ -9,6 +9,7 @@ a batch runs, and a dying, hanging or closed child never hangs or leaks.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
 import subprocess
 import sys
@@ -88,7 +89,10 @@ def run_batches(pieces: list[tuple[str, int]]) -> tuple[Output, CodeError | None
         for code, first_line in pieces:
             result = it.run(code, first_line, out)
             if not result.ok:
-                return out, result.error
+                assert result.error is not None
+                # each interpreter has a working directory of its own: the traceback names its program file there
+                traceback = result.error.traceback.replace(f'"{it.workdir}/', '"WORKDIR/')
+                return out, dataclasses.replace(result.error, traceback=traceback)
     return out, None
 
 
@@ -141,11 +145,11 @@ def test_batches_answer_like_one_run_and_like_a_script(tmp_path: Path) -> None:
         assert (out.text(), out.text("stderr")) == (whole_out.text(), whole_out.text("stderr"))
         assert err == whole_err  # type, message, line and the traceback text itself
 
-    script = tmp_path / "prog.py"
+    script = tmp_path / "program.py"
     script.write_text(PROGRAM)
     real = subprocess.run([sys.executable, "-I", str(script)], capture_output=True, text=True, cwd=tmp_path)
     assert real.stdout == whole_out.text()
-    assert real.stderr == whole_out.text("stderr") + whole_err.traceback.replace('"<eager>"', f'"{script}"')
+    assert real.stderr == whole_out.text("stderr") + whole_err.traceback.replace('"WORKDIR/', f'"{tmp_path}/')
 
 
 def test_state_persists_and_main_is_a_real_module(interp: Interpreter) -> None:
@@ -175,8 +179,9 @@ def test_runtime_error_line_is_a_program_line(interp: Interpreter) -> None:
     assert not result.ok and result.error is not None
     assert (result.error.type, result.error.message, result.error.line) == ("ZeroDivisionError", "division by zero", 3)
     tb = result.error.traceback
-    assert tb.startswith("Traceback (most recent call last):\n  File \"<eager>\", line 7, in <module>\n    f(x)\n")
-    assert '  File "<eager>", line 3, in f\n    return 1 / (b - b)\n' in tb
+    assert tb.startswith(f'Traceback (most recent call last):\n  File "{interp.workdir}/program.py", line 7, in <module>\n'
+                         '    f(x)\n')
+    assert f'  File "{interp.workdir}/program.py", line 3, in f\n    return 1 / (b - b)\n' in tb
     assert "_runner" not in tb
 
 
@@ -190,7 +195,8 @@ def test_syntax_and_compile_errors(interp: Interpreter) -> None:
     result = interp.run("\nreturn x\n", 4, out)
     assert result.error is not None
     assert (result.error.type, result.error.message, result.error.line) == ("SyntaxError", "'return' outside function", 5)
-    assert result.error.traceback == '  File "<eager>", line 5\n    return x\n    ^^^^^^^^\nSyntaxError: \'return\' outside function\n'
+    assert result.error.traceback == (f'  File "{interp.workdir}/program.py", line 5\n    return x\n    ^^^^^^^^\n'
+                                      "SyntaxError: 'return' outside function\n")
     result = interp.run("from __future__ import annotations\n", 6, out)  # legal only at the start of the program
     assert result.error is not None and (result.error.type, result.error.line) == ("SyntaxError", 6)
     assert interp.run("print(x)", 7, out).ok
@@ -342,5 +348,5 @@ def test_a_new_program_in_the_same_globals_numbers_its_own_lines_and_allows_futu
     assert result.error is not None and result.error.type == "ZeroDivisionError"
     assert result.error.line == 3  # the innermost line of this turn's program: the call
     traceback = result.error.traceback
-    assert 'File "<eager:2>", line 3, in <module>\n    half(x)' in traceback
-    assert 'File "<eager>", line 3, in half\n    return n / 0' in traceback  # turn 1's function, its own source
+    assert f'File "{interp.workdir}/program_2.py", line 3, in <module>\n    half(x)' in traceback
+    assert f'File "{interp.workdir}/program.py", line 3, in half\n    return n / 0' in traceback  # turn 1's function, its own source
