@@ -126,7 +126,7 @@ class SessionRunner:
     _cancel: Cancel | None = None
     _detector_absent_since: int = field(init=False)
     _detector_checked_ns: int = 0
-    _last_batch: int = 0
+    _last_batch: int | None = None  # the number of the batch that ran last
     _cancel_sent: bool = False
     _started_ns: int = field(default_factory=now_ns)  # the job began: the end of the session's wait in the queue
 
@@ -156,7 +156,7 @@ class SessionRunner:
             if "netns" not in interpreter.isolation:  # the network is reachable: using it would leave the sandbox
                 self.gate = GateState(self.policy, self.gate.rules.opening(Escape.NETWORK), self.gate.limits)
             stop = self._execute(interpreter)
-            if stop.status in _PROGRAM_ENDS and self._last_batch and not interpreters.keep:
+            if stop.status in _PROGRAM_ENDS and self._last_batch is not None and not interpreters.keep:
                 self._stop_model(stop)  # first: the model need not wait for the program's end
                 stop = self._end_program(interpreter, stop)
         except redis.RedisError as exc:
@@ -282,6 +282,7 @@ class SessionRunner:
         def on_output(stream: str, text: str) -> None:
             if stream == "stdout":
                 self._stdout.append(text)
+            assert self._last_batch is not None
             self._publish(Output(self._last_batch, stream, text, now_ns()))
             self._execution_end_ns = now_ns()
 
