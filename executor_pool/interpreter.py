@@ -334,8 +334,7 @@ class Interpreter:
         except BaseException:
             self._kill()
             raise
-        self._dead = InterpreterError("interpreter finished its program")
-        self._kill()
+        self._dead = InterpreterError("interpreter finished its program")  # close() kills what it left
 
     def _await_exit(self, on_output: OutputCallback, deadline: float) -> None:
         assert self._sel is not None
