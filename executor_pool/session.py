@@ -128,6 +128,7 @@ class SessionRunner:
     _detector_checked_ns: int = 0
     _last_batch: int | None = None  # the number of the batch that ran last
     _cancel_sent: bool = False
+    _error_published: bool = False
     _started_ns: int = field(default_factory=now_ns)  # the job began: the end of the session's wait in the queue
 
     def __post_init__(self) -> None:
@@ -157,7 +158,7 @@ class SessionRunner:
                 self.gate = GateState(self.policy, self.gate.rules.opening(Escape.NETWORK), self.gate.limits)
             stop = self._execute(interpreter)
             if stop.status in _PROGRAM_ENDS and self._last_batch is not None and not interpreters.keep:
-                self._stop_model(stop)  # first: the model need not wait for the program's end
+                self._stop_model(stop)  # first: neither the model nor the error waits for the program's end
                 stop = self._end_program(interpreter, stop)
         except redis.RedisError as exc:
             log.exception("session %s lost Redis", self.session_id)
@@ -296,7 +297,11 @@ class SessionRunner:
         return stop
 
     def _stop_model(self, stop: _Stop) -> None:
-        """Cancel generation if the model is still writing an answer that has failed (once)."""
+        """Report the program's error and cancel generation if the model is still writing an answer that has
+        failed, once each: the error first, since the user and a repair loop wait for it, not for the cancel."""
+        if stop.error is not None and not self._error_published:
+            self._error_published = True
+            self._safely(lambda: self._publish(ExecutionError(**stop.error, at_ns=now_ns())))
         if stop.status is not SessionStatus.OK and self.gate.end is None and not self._cancel_sent:
             self._cancel_sent = True
             if self._cancel is None:
@@ -306,12 +311,10 @@ class SessionRunner:
                 ))
 
     def _finish(self, stop: _Stop, kept: bool) -> Summary:
-        """Stop the model if it is still writing, report the error, then the terminal summary."""
+        """Report the error and stop the model if it is still writing, then the terminal summary."""
         self._stop_model(stop)
         if stop.status is not SessionStatus.OK and self.gate.end is None:
             self._safely(self._await_generation_end)
-        if stop.error is not None:
-            self._safely(lambda: self._publish(ExecutionError(**stop.error, at_ns=now_ns())))
         end = self.gate.end
         generation = end.generation if end is not None else None
         summary = Summary(
