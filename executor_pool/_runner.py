@@ -399,6 +399,7 @@ class Runner:
     def run_batch(self, code, first_line):
         started = _time_ns()
         error = None
+        self.uncaught = None  # an earlier turn's error was that turn's end, not this program's
         program, tracing = self.program, self.tracing
         try:
             program.register(code, first_line)
