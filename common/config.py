@@ -85,7 +85,7 @@ class Settings:
         rows = []
         for f in dataclasses.fields(cls):
             env = f.metadata["env"] + (f" (or {f.metadata['fallback_env']})" if f.metadata["fallback_env"] else "")
-            default = ("the executor's Python if the sandbox user can run it, else /usr/bin/python3"
-                       if f.name == "interpreter_python" else str(f.default))
+            default = ("the checkout's .venv-sandbox, else the executor's Python if the sandbox user can run it, "
+                       "else /usr/bin/python3" if f.name == "interpreter_python" else str(f.default))
             rows.append((env, default, f.metadata["doc"]))
         return rows

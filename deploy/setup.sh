@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Set up this checkout on a fresh Debian machine: system packages, a running Redis, the Python env.
+# Set up this checkout on a fresh Debian machine: system packages, a running Redis, the Python env, and
+# .venv-sandbox: the system Python (which sandbox users can run) with the data-science stack agents' code
+# imports (numpy, pandas, scipy, scikit-learn, matplotlib), the default interpreter for generated code.
 # Idempotent: what is already there is left alone. Used by the README's main command and by .ci/run.
-# --bench also builds .venv-sandbox: the system Python (which sandbox users can run) with the packages
-# the benchmark tasks import, used by `eager bench` as the interpreter for generated code.
+# (--bench is accepted for older instructions: the sandbox environment is always built now.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bench=0
 for arg in "$@"; do
   case "$arg" in
-    --bench) bench=1 ;;
-    *) echo "usage: deploy/setup.sh [--bench]" >&2; exit 2 ;;
+    --bench) ;;
+    *) echo "usage: deploy/setup.sh" >&2; exit 2 ;;
   esac
 done
 
@@ -18,7 +18,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)  # the observability tests scrape the stack with it
-if [ "$bench" = 1 ]; then /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv); fi
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} (apt)"
   as_root apt-get update -qq
@@ -57,12 +57,13 @@ if ! redis_up; then
   for _ in $(seq 50); do redis_up && break; sleep 0.1; done
   redis_up || { echo "setup: redis-server did not come up" >&2; exit 1; }
 fi
-if [ "$bench" = 1 ]; then
-  if [ ! -x .venv-sandbox/bin/python ]; then
-    echo "setup: creating .venv-sandbox with the system $(/usr/bin/python3 --version)"
-    /usr/bin/python3 -m venv .venv-sandbox
-  fi
-  echo "setup: installing the benchmark tasks' packages into .venv-sandbox"
-  .venv-sandbox/bin/pip install -q --disable-pip-version-check numpy pandas scipy scikit-learn
+sandbox_packages=(numpy pandas scipy scikit-learn matplotlib)
+if [ ! -x .venv-sandbox/bin/python ]; then
+  echo "setup: creating .venv-sandbox with the system $(/usr/bin/python3 --version)"
+  /usr/bin/python3 -m venv .venv-sandbox
+fi
+if ! .venv-sandbox/bin/python -c 'import numpy, pandas, scipy, sklearn, matplotlib' 2>/dev/null; then
+  echo "setup: installing ${sandbox_packages[*]} into .venv-sandbox (about a minute the first time)"
+  .venv-sandbox/bin/pip install --disable-pip-version-check --progress-bar on "${sandbox_packages[@]}"
 fi
 echo "setup: ready (.venv/bin/eager)"

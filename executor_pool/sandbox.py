@@ -53,6 +53,9 @@ _PR_SET_CHILD_SUBREAPER = 36
 _MB = 1 << 20
 SHARED_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 FALLBACK_PYTHON = "/usr/bin/python3"
+# What `deploy/setup.sh` builds beside the checkout: the system Python, which slot uids can run, with the
+# data-science stack agents' code reaches for. The default interpreter when it exists.
+SANDBOX_VENV_PYTHON = str(Path(__file__).resolve().parents[1] / ".venv-sandbox" / "bin" / "python")
 KILL_DEADLINE_S = 5.0
 KILL = shutil.which("kill", path="/usr/bin:/bin") or "/bin/kill"
 
@@ -199,8 +202,9 @@ class Sandbox:
         return self._workdir
 
     def python(self, configured: str) -> str:
-        """The interpreter to exec: `configured`, or (when empty) the executor's own Python if
-        the slot user may run it, else /usr/bin/python3. Refuses one the slot user cannot run."""
+        """The interpreter to exec: `configured`, or (when empty) the first the slot user may run of the
+        checkout's .venv-sandbox, the executor's own Python and /usr/bin/python3. Refuses a configured one
+        the slot user cannot run."""
         if configured:
             reason = self._unusable(configured)
             if reason:
@@ -208,7 +212,7 @@ class Sandbox:
                     f"EAGER_INTERPRETER_PYTHON={configured} cannot be run by sandbox uid {self.uid}: {reason}; "
                     f"use a Python outside private directories (for example {FALLBACK_PYTHON})")
             return configured
-        for candidate in (sys.executable, FALLBACK_PYTHON):
+        for candidate in (SANDBOX_VENV_PYTHON, sys.executable, FALLBACK_PYTHON):
             if candidate and not self._unusable(candidate):
                 return candidate
         raise SandboxError(f"no Python the sandbox uid {self.uid} can run: set EAGER_INTERPRETER_PYTHON")

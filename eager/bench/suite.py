@@ -13,10 +13,11 @@ from eager.bench import harness, plots, report
 from eager.bench.measure import Run
 from eager.bench.profiles import PROFILES
 from eager.bench.tasks import Task, importable, load, spread
+from executor_pool.sandbox import SANDBOX_VENV_PYTHON
 
 QUICK_TASKS = {"ds1000": 3, "humaneval": 1}  # under two minutes on 2 cores
 QUICK_PROFILES = ("api-fast", "served-mid")
-SANDBOX_VENV = Path(__file__).resolve().parents[2] / ".venv-sandbox" / "bin" / "python"
+SANDBOX_VENV = Path(SANDBOX_VENV_PYTHON)
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Plan:
 
 
 def interpreter_for(settings: Settings) -> Settings:
-    """The configured interpreter, else the sandbox venv that `deploy/setup.sh --bench` builds."""
+    """The configured interpreter, else the sandbox venv that `deploy/setup.sh` builds."""
     if settings.interpreter_python or not SANDBOX_VENV.exists():
         return settings
     return dataclasses.replace(settings, interpreter_python=str(SANDBOX_VENV))

@@ -27,14 +27,17 @@ from common.config import Settings
 from common.protocol import SessionStatus, Summary
 from eager.client import Client
 from eager.replay import ReplayServer, SpeedProfile
-from executor_pool.sandbox import FALLBACK_PYTHON
+from executor_pool.sandbox import FALLBACK_PYTHON, SANDBOX_VENV_PYTHON
 from tests.conftest import ProcfileStack, _cleanup
 from tests.helpers import answer_of
 
 pytestmark = pytest.mark.slow
 
-# The interpreter the sandbox runs as a slot uid (it cannot reach a Python under /root), else ours.
-PYTHON = FALLBACK_PYTHON if os.geteuid() == 0 else sys.executable
+# The interpreter the sandbox runs by default (as root, a slot uid cannot reach a Python under /root).
+if os.path.exists(SANDBOX_VENV_PYTHON):
+    PYTHON = SANDBOX_VENV_PYTHON
+else:
+    PYTHON = FALLBACK_PYTHON if os.geteuid() == 0 else sys.executable
 UNSHOWN = "(an error python did not show)"
 RATES = {"slow": SpeedProfile(ttft_s=0.05, tokens_per_s=150.0), "fast": SpeedProfile(ttft_s=0.05, tokens_per_s=3000.0)}
 
@@ -209,6 +212,23 @@ PROGRAMS = {
         import sys
         sys.stdout.flush()
         sys.stdout.buffer.write(b"price: \\xe2\\x82")
+        """,
+    # the default interpreter carries the data-science stack (setup builds it; nothing to configure)
+    "data-science-stack": """\
+        import os
+        import numpy as np
+        import pandas as pd
+        from scipy import stats
+        from sklearn.linear_model import LinearRegression
+        import matplotlib.pyplot as plt
+        frame = pd.DataFrame({"x": np.arange(10), "y": 2 * np.arange(10) + 1})
+        print(frame.describe().loc["mean"].tolist())
+        print(round(stats.pearsonr(frame.x, frame.y)[0], 6))
+        print(round(float(LinearRegression().fit(frame[["x"]], frame.y).coef_[0]), 6))
+        figure, axes = plt.subplots()
+        axes.plot(frame.x, frame.y)
+        figure.savefig("plot.png")
+        print(os.path.getsize("plot.png") > 1000)
         """,
     "sigint-default": """\
         import signal
