@@ -16,7 +16,7 @@ key                                 type    content
 ``<ns>:{<session>}:tokens``         stream  Delta* then GenerationEnd (producer -> detector, client)
 ``<ns>:{<session>}:chunks``         stream  ChunkReady* [CodeInvalid] then DetectionEnd (detector -> executor)
 ``<ns>:{<session>}:cancel``         stream  Cancel (executor or client -> producer)
-``<ns>:{<session>}:events``         stream  SessionStarted, GateDecision*, Batch*, Output, ExecutionError, Summary (executor -> client)
+``<ns>:{<session>}:events``         stream  SessionStarted, GateDecision*, Batch*, Output, Figure, ExecutionError, Summary (executor -> client)
 ``<ns>:{<session>}:lease:<stage>``  string  the process working on the session for that stage; expires unless renewed
 ``<ns>:{<conv>}:turns``             stream  TurnRequest* then ConversationEnd (client -> the executor running the conversation)
 ``<ns>:{<conv>}:lease:<stage>``     string  the client holding the conversation open, the executor keeping its interpreter
@@ -32,6 +32,7 @@ RQ's own keys (``rq:*``) hold the executor queue ``<ns>-executor`` and jobs ``<n
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import re
@@ -384,6 +385,21 @@ class Output(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Figure(Message):
+    """A matplotlib figure the program showed (`plt.show()`, `fig.show()`), or left open at its end, as
+    Jupyter returns them: a PNG, base64-encoded, in its place among the batch's Output."""
+
+    kind: ClassVar[str] = "figure"
+    batch: int
+    number: int  # 1, 2, ... in the order the session's figures appeared
+    png: str
+    at_ns: int
+
+    def image(self) -> bytes:
+        return base64.b64decode(self.png)
+
+
+@dataclass(frozen=True, slots=True)
 class BatchFinished(Message):
     kind: ClassVar[str] = "batch_finished"
     batch: int
@@ -472,7 +488,7 @@ _KINDS: dict[str, type[Message]] = {
     cls.kind: cls
     for cls in (
         SessionRequest, Delta, GenerationEnd, ChunkReady, CodeInvalid, DetectionEnd, Cancel,
-        SessionStarted, GateDecision, BatchStarted, Output, BatchFinished, ExecutionError, Summary,
+        SessionStarted, GateDecision, BatchStarted, Output, Figure, BatchFinished, ExecutionError, Summary,
         TurnRequest, ConversationEnd,
     )
 }

@@ -35,6 +35,7 @@ import time
 import traceback
 import types
 import warnings
+import weakref
 
 FILENAME = "<eager>"
 SETUP_FILENAME = "<eager:setup>"
@@ -381,15 +382,133 @@ def describe(exc, tb, program, runner_globals):
     return {"type": _type_name(exc), "message": _message(exc), "line": line, "traceback": text}
 
 
+FIGURE_BACKEND = "eager_figures"
+MAX_FIGURE_BYTES = 2_000_000  # a PNG past this is not sent: its place says so on stderr
+# The backend's source, run when the program imports matplotlib (never before: it costs nothing otherwise).
+# Like Jupyter's inline backend, show() returns the open figures and closes them.
+_BACKEND_SOURCE = """
+from matplotlib._pylab_helpers import Gcf
+from matplotlib.backend_bases import FigureManagerBase, _Backend
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+
+class FigureManagerEager(FigureManagerBase):
+    def show(self):
+        _send(self.canvas.figure, keeps_open=True)
+
+
+class FigureCanvasEager(FigureCanvasAgg):
+    manager_class = FigureManagerEager
+
+
+@_Backend.export
+class _BackendEager(_Backend):
+    FigureCanvas = FigureCanvasEager
+    FigureManager = FigureManagerEager
+
+    @staticmethod
+    def show(*args, **kwargs):
+        for manager in Gcf.get_all_fig_managers():
+            _send(manager.canvas.figure)
+        Gcf.destroy_all()
+"""
+
+
+class Figures:
+    """Figures the program shows come back to the session as PNGs, in their place among its output.
+
+    matplotlib chooses its backend when pyplot is first imported, so a one-shot import hook sets ours
+    right after matplotlib itself is imported: a program that never imports it pays nothing, one that
+    chooses a backend of its own (`matplotlib.use`) keeps it, and a spawned child process, which has
+    no hook, gets matplotlib's default."""
+
+    def __init__(self, request_fd, reply_fd, pid):
+        self.request_fd = request_fd
+        self.reply_fd = reply_fd
+        self.pid = pid
+        self.shown = weakref.WeakSet()  # figures shown with fig.show(), which stay open: not returned again
+
+    def install(self):
+        sys.meta_path.insert(0, self)
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "matplotlib":
+            return None
+        sys.meta_path.remove(self)
+        spec = sys.modules["_frozen_importlib_external"].PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader_exec = spec.loader.exec_module
+
+        def exec_module(module):
+            loader_exec(module)
+            backend = types.ModuleType(FIGURE_BACKEND)
+
+            def build(name):  # on pyplot's first use of the backend: what it imports costs nothing before
+                del backend.__getattr__
+                exec(_BACKEND_SOURCE, backend.__dict__)
+                return getattr(backend, name)
+
+            backend._send, backend.__getattr__ = self.send, build
+            sys.modules[FIGURE_BACKEND] = backend
+            if "MPLBACKEND" not in os.environ:
+                module.rcParams["backend"] = "module://" + FIGURE_BACKEND
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+    def send(self, figure, keeps_open=False):
+        """Render `figure` and send it after every byte the program printed before it, and before any it
+        prints after."""
+        if os.getpid() != self.pid:
+            return  # a forked child's figure: the control pipe is the runner's
+        if keeps_open:
+            self.shown.add(figure)
+        import io
+
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        png = buffer.getvalue()
+        _flush_streams()
+        if len(png) > MAX_FIGURE_BYTES:
+            sys.stderr.write("[eager: a figure of %d bytes is over the limit of %d]\n" % (len(png), MAX_FIGURE_BYTES))
+            _flush_streams()
+            return
+        import base64
+
+        send(self.reply_fd, {"op": "figure", "png": base64.b64encode(png).decode("ascii")})
+        # Wait until the session has it: the output the program prints next must not overtake it (they
+        # travel on different pipes).
+        if recv(self.request_fd) is None:
+            os._exit(0)  # the executor went away
+
+    def send_open(self):
+        """At the program's end: the figures it left open, as a notebook returns them."""
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None or sys.modules.get(FIGURE_BACKEND) is None:
+            return
+        try:
+            if pyplot.get_backend() != "module://" + FIGURE_BACKEND:
+                return
+            for number in pyplot.get_fignums():
+                figure = pyplot.figure(number)
+                if figure not in self.shown:
+                    self.send(figure)
+            pyplot.close("all")
+        except BaseException as exc:  # the program's own figures may fail to render: say so, as python would not
+            sys.stderr.write("[eager: open figures could not be rendered: %r]\n" % (exc,))
+
+
 class Runner:
     """The batches of one interpreter's programs, and its end."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, request_fd, reply_fd):
         self.directory = directory
         self.program = Program(FILENAME, directory=directory)
         self.tracing = Tracing()
         self.uncaught = None  # the exception that ended the program, for sys.excepthook at its end
         self.pid = os.getpid()
+        self.figures = Figures(request_fd, reply_fd, self.pid)
 
     def begin(self, name):
         """A new program (a conversation's next turn) in the same globals."""
@@ -434,13 +553,10 @@ class Runner:
         return {"op": "done", "ok": error is None, "error": error,
                 "started_ns": started, "finished_ns": _time_ns()}
 
-    def end(self):
-        """End the program as the interpreter ends a script, in its order: an uncaught exception goes to a
+    def end_program(self):
+        """The program's end, while the session still listens: an uncaught exception goes to a
         sys.excepthook the program set (the default one's traceback is the session's error already),
-        non-daemon threads are joined, atexit handlers run (weakref.finalize's among them), then the
-        program's globals are cleared so what only they held is finalized. Python would go on to tear
-        down every module, which costs a data-science stack a few hundred ms of CPU and prints nothing
-        the program wrote, so the runner exits there."""
+        and the figures it left open are returned."""
         exc, self.uncaught = self.uncaught, None
         hook = sys.excepthook
         if exc is not None and hook is not sys.__excepthook__:
@@ -450,6 +566,15 @@ class Runner:
                 sys.stderr.write("Error in sys.excepthook:\n" + "".join(_format_exception(hook_exc))
                                  + "\nOriginal exception was:\n" + "".join(_format_exception(exc)))
         exc = None
+        self.figures.send_open()
+        _flush_streams()
+
+    def end(self):
+        """End the interpreter as python ends it after a script, in its order: non-daemon threads are
+        joined, atexit handlers run (weakref.finalize's among them), then the program's globals are
+        cleared so what only they held is finalized. Python would go on to tear down every module, which
+        costs a data-science stack a few hundred ms of CPU and prints nothing the program wrote, so the
+        runner exits there."""
         threading = sys.modules.get("threading")
         if threading is not None:
             threading._shutdown()
@@ -468,7 +593,8 @@ def main():
     sys.argv = [PROGRAM_FILE]
     sys.path.insert(0, directory)  # like the script's own directory for `python program.py`
     AUDIT.install()
-    runner = Runner(directory)
+    runner = Runner(directory, req_fd, rep_fd)
+    runner.figures.install()
     send(rep_fd, {"op": "ready", "pid": runner.pid, "python": sys.version})
     while True:
         msg = recv(req_fd)
@@ -479,6 +605,7 @@ def main():
             runner.begin(msg.get("filename", FILENAME))
             reply = runner.run_batch(msg["code"], int(msg["first_line"]))
         elif op == "finish":
+            runner.end_program()
             send(rep_fd, {"op": "finishing", "id": msg.get("id")})
             os.close(req_fd)
             os.close(rep_fd)

@@ -27,6 +27,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import base64
 import codecs
 import json
 import os
@@ -49,6 +50,7 @@ MAX_FRAME = 1 << 30  # a reply larger than this is a protocol violation
 READ_SIZE = 1 << 16
 
 OutputCallback = Callable[[str, str], None]
+FigureCallback = Callable[[bytes], None]
 
 
 class InterpreterError(Exception):
@@ -113,6 +115,12 @@ def default_env(workdir: str) -> dict[str, str]:
 
 def truncation_marker(limit: int) -> str:
     return f"\n[eager: output truncated after {limit} bytes]\n"
+
+
+def _frame(message: dict[str, Any]) -> bytes:
+    """A control message as the runner reads it: 4-byte big-endian length, then JSON."""
+    body = json.dumps(message).encode("utf-8")
+    return len(body).to_bytes(4, "big") + body
 
 
 def _cleanup(proc: subprocess.Popen[bytes] | None, fds: list[int], box: Sandbox | None) -> None:
@@ -285,14 +293,15 @@ class Interpreter:
     # -- running -----------------------------------------------------------------
 
     def run(self, code: str, first_line: int, on_output: OutputCallback,
-            timeout: float | None = None) -> BatchResult:
+            timeout: float | None = None, on_figure: FigureCallback | None = None) -> BatchResult:
         """Run one batch (complete top-level statements starting at program line
         `first_line`) in the persistent globals; stream its output to
         on_output(stream, text) as it is produced. Every byte written before the
         batch ended has been passed to on_output when this returns. Raises
         InterpreterDied / BatchTimeout when the child, not the program, fails.
         Output that background threads or processes wrote between batches is
-        delivered during the next run()."""
+        delivered during the next run(). A figure the program shows goes to on_figure(png) after
+        all the output written before it."""
         if self._dead is not None:
             rc = self._dead.returncode if isinstance(self._dead, InterpreterDied) else None
             raise InterpreterDied(rc, f"unusable after: {self._dead}")
@@ -303,7 +312,7 @@ class Interpreter:
         self._next_id += 1
         request = {"op": "run", "id": self._next_id, "code": code, "first_line": first_line, "filename": self._program}
         deadline = None if timeout is None else time.monotonic() + timeout
-        reply = self._exchange(request, on_output, deadline, "run")
+        reply = self._exchange(request, on_output, deadline, "run", on_figure)
         try:
             if reply["op"] != "done" or reply["id"] != self._next_id:
                 raise ValueError("not the answer to this batch")
@@ -317,16 +326,17 @@ class Interpreter:
         except (KeyError, TypeError, ValueError) as exc:
             self._fail(InterpreterDied(self._status(), f"malformed reply ({exc}): {reply!r:.200}"))
 
-    def finish(self, on_output: OutputCallback, timeout: float) -> None:
+    def finish(self, on_output: OutputCallback, timeout: float, on_figure: FigureCallback | None = None) -> None:
         """End the program as python ends a script, and wait (at most `timeout`) for the child to exit:
         sys.excepthook for an uncaught exception, non-daemon threads joined, atexit handlers, finalizers.
-        What that prints is passed to on_output, with the last incomplete UTF-8 sequence as U+FFFD.
+        What that prints is passed to on_output, with the last incomplete UTF-8 sequence as U+FFFD, and
+        the figures the program left open to on_figure.
         Raises BatchTimeout (the child killed) if it does not exit in time; the Interpreter is done after."""
         if not self.alive:
             return
         deadline = time.monotonic() + timeout
         self._next_id += 1
-        reply = self._exchange({"op": "finish", "id": self._next_id}, on_output, deadline, "shutdown")
+        reply = self._exchange({"op": "finish", "id": self._next_id}, on_output, deadline, "shutdown", on_figure)
         if reply.get("op") != "finishing":
             self._fail(InterpreterDied(self._status(), f"unexpected answer to finish: {reply!r:.200}"))
         try:
@@ -357,11 +367,11 @@ class Interpreter:
         self._drain(on_output, final=True)
 
     def _exchange(self, request: dict[str, Any] | None, on_output: OutputCallback,
-                  deadline: float | None, what: str) -> dict[str, Any]:
+                  deadline: float | None, what: str, on_figure: FigureCallback | None = None) -> dict[str, Any]:
         """Send `request`, then pump output until the reply frame arrives. Any
         exception leaving here (ours or the caller's) kills the child first."""
         try:
-            return self._pump(request, on_output, deadline, what)
+            return self._pump(request, on_output, deadline, what, on_figure)
         except BaseException as exc:
             if not isinstance(exc, InterpreterError) or self._dead is None:
                 self._dead = exc if isinstance(exc, InterpreterError) else InterpreterError(
@@ -370,23 +380,22 @@ class Interpreter:
             raise
 
     def _pump(self, request: dict[str, Any] | None, on_output: OutputCallback,
-              deadline: float | None, what: str) -> dict[str, Any]:
+              deadline: float | None, what: str, on_figure: FigureCallback | None) -> dict[str, Any]:
         assert self._sel is not None and self._proc is not None
         pending = b""
         if request is not None:
-            body = json.dumps(request).encode("utf-8")
-            pending = len(body).to_bytes(4, "big") + body
+            pending = _frame(request)
             pending = pending[self._write(pending):]
             if pending:
                 self._sel.register(self._req_w, selectors.EVENT_WRITE, "request")
         try:
             while True:
-                reply = self._take_frame()
+                reply = self._take_reply(on_output, on_figure)
                 if reply is not None:
                     break
                 if self._exited or self._reply_eof or (self._pidfd < 0 and self._status() is not None):
                     self._read_reply()  # the child may have replied just before exiting
-                    reply = self._take_frame()
+                    reply = self._take_reply(on_output, on_figure)
                     if reply is not None:
                         break
                     self._drain(on_output, final=True)
@@ -438,6 +447,32 @@ class Interpreter:
                     self._sel.unregister(self._rep_r)
                 return
             self._reply_buf += chunk
+
+    def _take_reply(self, on_output: OutputCallback, on_figure: FigureCallback | None) -> dict[str, Any] | None:
+        """The next frame that answers the request; figures on the way are delivered in their place: the
+        runner flushed the program's output before sending one, so draining the pipes first keeps the order."""
+        while (frame := self._take_frame()) is not None:
+            if frame.get("op") != "figure":
+                return frame
+            self._drain(on_output, final=False)
+            try:
+                png = base64.b64decode(str(frame["png"]), validate=True)
+            except (KeyError, ValueError):
+                self._fail(InterpreterDied(self._status(), "malformed figure frame"))
+            if len(png) > self._output_left:
+                self._output_left = 0
+                on_output("stderr", f"\n[eager: a figure of {len(png)} bytes is past the output limit]\n")
+            elif on_figure is not None:
+                self._output_left -= len(png)
+                on_figure(png)
+            self._send_frame({"op": "figure_received"})
+        return None
+
+    def _send_frame(self, message: dict[str, Any]) -> None:
+        """A small frame to a runner that waits for it: its request pipe is empty then, so it fits at once."""
+        frame = _frame(message)
+        if self._write(frame) != len(frame):
+            self._fail(InterpreterDied(self._status(), "the runner did not take an acknowledgement"))
 
     def _take_frame(self, peek: bool = False) -> dict[str, Any] | None:
         buf = self._reply_buf

@@ -8,9 +8,11 @@ if the executor itself breaks, and even then it publishes a terminal Summary fir
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -27,6 +29,7 @@ from common.protocol import (
     ChunkReady,
     CodeStatus,
     ExecutionError,
+    Figure,
     Gate,
     GateAction,
     GateDecision,
@@ -129,6 +132,7 @@ class SessionRunner:
     _last_batch: int | None = None  # the number of the batch that ran last
     _cancel_sent: bool = False
     _error_published: bool = False
+    _figures: int = 0
     _started_ns: int = field(default_factory=now_ns)  # the job began: the end of the session's wait in the queue
 
     def __post_init__(self) -> None:
@@ -246,15 +250,11 @@ class SessionRunner:
         self._last_batch = batch.number
         self._publish(BatchStarted(batch.number, chunks[0].seq, chunks[-1].seq, batch.first_line, batch.last_line, now_ns()))
 
-        def on_output(stream: str, text: str) -> None:
-            if stream == "stdout":
-                self._stdout.append(text)
-            self._publish(Output(batch.number, stream, text, now_ns()))
-
         remaining_s = (self._deadline_ns - now_ns()) / 1e9
         timeout = min(self.settings.batch_timeout_s, max(remaining_s, 0.001))
         try:
-            result = interpreter.run(batch.code, batch.first_line, on_output, timeout=timeout)
+            result = interpreter.run(batch.code, batch.first_line, self._on_output(batch.number), timeout=timeout,
+                                     on_figure=self._on_figure(batch.number))
         except (BatchTimeout, LimitExceeded, InterpreterDied) as exc:
             self._execution_end_ns = now_ns()  # a killed batch ends at its kill: the session's latency includes it
             if isinstance(exc, BatchTimeout) and timeout < self.settings.batch_timeout_s:
@@ -277,19 +277,36 @@ class SessionRunner:
             status = SessionStatus.ERROR
         return _Stop(status, _error_of(result.error))
 
-    def _end_program(self, interpreter: Interpreter, stop: _Stop) -> _Stop:
-        """The interpreter's end, as python's after a script's last line (atexit handlers, threads joined,
-        finalizers): its output is the session's too. A program that does not end in time has timed out."""
+    def _on_output(self, batch: int, results_end: bool = False) -> Callable[[str, str], None]:
+        """Publishes the program's output as it comes; `results_end`: each is the last execution result so far
+        (after the last batch, the interpreter's end prints results of its own)."""
         def on_output(stream: str, text: str) -> None:
             if stream == "stdout":
                 self._stdout.append(text)
-            assert self._last_batch is not None
-            self._publish(Output(self._last_batch, stream, text, now_ns()))
-            self._execution_end_ns = now_ns()
+            self._publish(Output(batch, stream, text, now_ns()))
+            if results_end:
+                self._execution_end_ns = now_ns()
 
+        return on_output
+
+    def _on_figure(self, batch: int, results_end: bool = False) -> Callable[[bytes], None]:
+        def on_figure(png: bytes) -> None:
+            self._figures += 1
+            self._publish(Figure(batch, self._figures, base64.b64encode(png).decode("ascii"), now_ns()))
+            if results_end:
+                self._execution_end_ns = now_ns()
+
+        return on_figure
+
+    def _end_program(self, interpreter: Interpreter, stop: _Stop) -> _Stop:
+        """The interpreter's end, as python's after a script's last line (atexit handlers, threads joined,
+        finalizers): its output is the session's too. A program that does not end in time has timed out."""
+        assert self._last_batch is not None
         remaining_s = (self._deadline_ns - now_ns()) / 1e9
         try:
-            interpreter.finish(on_output, timeout=max(0.001, min(self.settings.batch_timeout_s, remaining_s)))
+            interpreter.finish(self._on_output(self._last_batch, results_end=True),
+                               timeout=max(0.001, min(self.settings.batch_timeout_s, remaining_s)),
+                               on_figure=self._on_figure(self._last_batch, results_end=True))
         except BatchTimeout as exc:
             return _Stop(SessionStatus.TIMEOUT, stop.error, detail=str(exc))
         except InterpreterDied as exc:
