@@ -51,6 +51,7 @@ class Settings:
     metrics_port: int = _setting(0, "EAGER_METRICS_PORT", "port of this process's /metrics (0: none); honcho's $PORT when unset", fallback_env="PORT")
     metrics_addr: str = _setting("127.0.0.1", "EAGER_METRICS_ADDR", "address /metrics listens on (0.0.0.0 for a Prometheus on another host)")
     warm_interpreters: int = _setting(2, "EAGER_WARM_INTERPRETERS", "started interpreters each executor keeps ready for its next session")
+    preload: str = _setting("numpy,pandas", "EAGER_PRELOAD", "modules warm interpreters import while they wait (comma list; hidden from the program until it imports them)")
     turn_idle_s: float = _setting(120.0, "EAGER_TURN_IDLE_S", "how long an executor keeps a conversation's interpreter waiting for its next turn")
     max_queued: int = _setting(0, "EAGER_MAX_QUEUED", "admission limit: a client refuses a new session (Overloaded) while this many wait in the executor queue (0: no limit)")
 

@@ -499,6 +499,80 @@ class Figures:
             sys.stderr.write("[eager: open figures could not be rendered: %r]\n" % (exc,))
 
 
+class Preloaded:
+    """Modules a warm interpreter imported before the program, hidden from it until it imports them.
+
+    Importing numpy and pandas is the most common first statement of data-science code and costs
+    hundreds of ms; a warm interpreter pays it while it waits. The program must not tell, except in
+    time: what each preload added to `sys.modules` is taken out again, with the warning filters it
+    added and the atexit handlers it registered, and all of it comes back when the program imports
+    one of its modules (the earlier preloads too, which it may import). The modules are the same
+    objects, `__spec__` included."""
+
+    def __init__(self):
+        self.groups = []  # (modules by name, warning filters added, atexit registrations), in import order
+        self._spec = None
+
+    def load(self, names):
+        atexit = __import__("atexit")
+        register, initial_filters = atexit.register, list(warnings.filters)
+        for name in names:
+            known, filters = set(sys.modules), list(warnings.filters)
+            registrations = []
+            atexit.register = lambda func, *args, **kwargs: registrations.append((func, args, kwargs)) or func
+            try:
+                __import__(name)
+            except Exception:
+                pass  # not installed in this interpreter, say: the program's own import will tell it
+            finally:
+                atexit.register = register
+            modules = {key: sys.modules[key] for key in list(sys.modules) if key not in known}
+            if modules:
+                self.groups.append((modules, [f for f in warnings.filters if f not in filters], registrations))
+        for modules, _, _ in self.groups:  # all loaded first: a later preload imports the earlier ones
+            for key in modules:
+                del sys.modules[key]
+        warnings.filters[:] = initial_filters
+        warnings._filters_mutated()
+        if self.groups:
+            sys.meta_path.insert(0, self)
+
+    def find_spec(self, name, path=None, target=None):
+        for modules, _, _ in self.groups:
+            if name in modules:
+                return sys.modules["_frozen_importlib"].ModuleSpec(name, self)
+        return None
+
+    def create_module(self, spec):
+        for modules, _, _ in self.groups:
+            if spec.name in modules:
+                module = modules[spec.name]
+                self._spec = module.__spec__  # the import system replaces it with ours before exec_module
+                return module
+        return None
+
+    def exec_module(self, module):
+        """The module gets its own spec back, and its group comes back."""
+        module.__spec__ = self._spec
+        for index, (modules, _, _) in enumerate(self.groups):
+            if modules.get(module.__name__) is module:
+                self._restore(index)
+                return
+
+    def _restore(self, through):
+        atexit = __import__("atexit")
+        for modules, added, registrations in self.groups[:through + 1]:
+            for key, module in modules.items():
+                sys.modules.setdefault(key, module)
+            warnings.filters[:0] = added
+            warnings._filters_mutated()
+            for func, args, kwargs in registrations:
+                atexit.register(func, *args, **kwargs)
+        del self.groups[:through + 1]
+        if not self.groups and self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
 class Runner:
     """The batches of one interpreter's programs, and its end."""
 
@@ -587,6 +661,7 @@ class Runner:
 
 def main():
     req_fd, rep_fd = int(sys.argv[1]), int(sys.argv[2])
+    preload = [name for name in (sys.argv[3] if len(sys.argv) > 3 else "").split(",") if name]
     for fd in (req_fd, rep_fd):
         os.set_inheritable(fd, False)  # subprocesses of the program must not hold them
     directory = os.getcwd()
@@ -595,6 +670,7 @@ def main():
     AUDIT.install()
     runner = Runner(directory, req_fd, rep_fd)
     runner.figures.install()
+    Preloaded().load(preload)
     send(rep_fd, {"op": "ready", "pid": runner.pid, "python": sys.version})
     while True:
         msg = recv(req_fd)

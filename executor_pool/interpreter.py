@@ -149,10 +149,13 @@ class Interpreter:
     """
 
     def __init__(self, python: str = "", env: dict[str, str] | None = None,
-                 start_timeout: float = 30.0, sandbox: SandboxConfig | None = None) -> None:
-        """`python` empty: the executor's Python if the sandbox user may run it, else
-        /usr/bin/python3. `sandbox` None: the limits configured in the environment."""
+                 start_timeout: float = 30.0, sandbox: SandboxConfig | None = None,
+                 preload: tuple[str, ...] = ()) -> None:
+        """`python` empty: the sandbox's default (see Sandbox.python). `sandbox` None: the limits configured
+        in the environment. `preload`: modules imported before the program, hidden from it until it imports
+        them itself (a warm interpreter's head start)."""
         self.python = python
+        self.preload = preload
         self.extra_env = dict(env or {})
         self.start_timeout = start_timeout
         self.config = sandbox if sandbox is not None else SandboxConfig.from_settings(Settings.from_env())
@@ -209,7 +212,7 @@ class Interpreter:
         self._fds += [req_w, rep_r]
         try:
             self._proc = subprocess.Popen(
-                [python, "-I", "-u", runner, str(req_r), str(rep_w)],
+                [python, "-I", "-u", runner, str(req_r), str(rep_w), ",".join(self.preload)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 cwd=self._workdir, env={**default_env(self._workdir), **self.extra_env},
                 pass_fds=(req_r, rep_w), start_new_session=True, preexec_fn=box.preexec(),

@@ -41,9 +41,12 @@ def handed_off() -> Interpreter | None:
     return interpreter
 
 
-def new_interpreter(settings: Settings) -> Interpreter:
-    """An interpreter as every session gets one, warm or cold (not started yet)."""
-    return Interpreter(python=settings.interpreter_python, sandbox=SandboxConfig.from_settings(settings))
+def new_interpreter(settings: Settings, warm: bool = False) -> Interpreter:
+    """An interpreter as every session gets one (not started yet); a `warm` one, started before a session
+    asks, preloads `EAGER_PRELOAD` while it waits."""
+    preload = tuple(name.strip() for name in settings.preload.split(",") if name.strip()) if warm else ()
+    return Interpreter(python=settings.interpreter_python, sandbox=SandboxConfig.from_settings(settings),
+                       preload=preload)
 
 
 def _start_niced() -> bool:

@@ -103,7 +103,7 @@ def serve(settings: Settings, burst: bool = False) -> None:
     worker = PoolWorker([queue], connection=connection, name=f"{keys.namespace}-{name}")
     worker.settings = settings
     worker.client = connect(settings)
-    worker.pool = InterpreterPool(settings.warm_interpreters, lambda: new_interpreter(settings)).start()
+    worker.pool = InterpreterPool(settings.warm_interpreters, lambda: new_interpreter(settings, warm=True)).start()
     metrics.watch(worker.pool.ready, lambda: queue.count)
     serve_metrics(settings)
     if not worker.pool.wait_filled(POOL_FILL_TIMEOUT_S):  # beat only once warm: the first session starts warm too

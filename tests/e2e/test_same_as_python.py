@@ -40,6 +40,7 @@ else:
     PYTHON = FALLBACK_PYTHON if os.geteuid() == 0 else sys.executable
 UNSHOWN = "(an error python did not show)"
 RATES = {"slow": SpeedProfile(ttft_s=0.05, tokens_per_s=150.0), "fast": SpeedProfile(ttft_s=0.05, tokens_per_s=3000.0)}
+PRELOADS = {"slow": Settings.from_env().preload, "fast": ""}  # with the default preload and without
 
 PROGRAMS = {
     # the compiler's checks across statements: python refuses the whole program
@@ -230,6 +231,14 @@ PROGRAMS = {
         figure.savefig("plot.png")
         print(os.path.getsize("plot.png") > 1000)
         """,
+    # a warm interpreter's preloaded modules are invisible until the program imports them
+    "preload-invisible": """\
+        import sys, warnings, atexit
+        print([name for name in ("numpy", "pandas", "dateutil") if name in sys.modules], len(warnings.filters),
+              atexit._ncallbacks())
+        import pandas as pd
+        print("numpy" in sys.modules, len(warnings.filters), atexit._ncallbacks(), pd.__spec__.name)
+        """,
     "sigint-default": """\
         import signal
         print(signal.getsignal(signal.SIGINT))
@@ -267,7 +276,7 @@ def eager_outcome(summary: Summary) -> Outcome:
 
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Settings]]:
-    """One stack per token rate (two executors each), serving every program as markdown and as raw code."""
+    """One stack per token rate (two executors each, one preloading), serving every program as markdown and raw."""
     answers = {}
     for name, body in PROGRAMS.items():
         code = textwrap.dedent(body).lstrip("\n")
@@ -278,7 +287,7 @@ def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Setti
     try:
         for rate, profile in RATES.items():
             base = dataclasses.replace(Settings.from_env(), namespace=f"test-{uuid.uuid4().hex[:10]}",
-                                       batch_timeout_s=10.0)
+                                       batch_timeout_s=10.0, preload=PRELOADS[rate])
             server = ReplayServer(answers, profile).start()
             stack = ProcfileStack(dataclasses.replace(base, model_base_url=server.base_url),
                                   tmp_path_factory.mktemp(rate))

@@ -350,3 +350,27 @@ def test_a_new_program_in_the_same_globals_numbers_its_own_lines_and_allows_futu
     traceback = result.error.traceback
     assert f'File "{interp.workdir}/program_2.py", line 3, in <module>\n    half(x)' in traceback
     assert f'File "{interp.workdir}/program.py", line 3, in half\n    return n / 0' in traceback  # turn 1's function, its own source
+
+
+def _maps(pid: int) -> str:
+    with open(f"/proc/{pid}/maps") as maps:
+        return maps.read()
+
+
+def test_a_preload_is_loaded_before_the_program_and_hidden_until_it_imports_it() -> None:
+    """The preloaded numpy is in the child's memory before the program's first line, yet the program finds
+    nothing of it until its own import, which gets those very modules (no second copy is loaded)."""
+    program = ("import gc, sys, types, warnings\nprint('numpy' in sys.modules, len(warnings.filters))\nimport numpy\n"
+               "print(numpy.__spec__.name, numpy.__spec__.loader.__class__.__name__, len(warnings.filters))\n"
+               "print(sum(isinstance(o, types.ModuleType) and o.__name__ == 'numpy' for o in gc.get_objects()))\n")
+    seen = {}
+    for preload in ((), ("numpy",)):
+        out = Output()
+        with Interpreter(preload=preload) as it:
+            assert it.pid is not None
+            loaded_early = "_multiarray_umath" in _maps(it.pid)
+            assert it.run(program, 1, out, timeout=60).ok
+        seen[preload] = (loaded_early, out.text())
+    assert seen[()][0] is False and seen[("numpy",)][0] is True
+    assert seen[()][1] == seen[("numpy",)][1]
+    assert seen[()][1].startswith("False ") and seen[()][1].endswith("\n1\n")  # one numpy module, not two
