@@ -191,6 +191,19 @@ class Message:
     kind: ClassVar[str]
 
 
+def _is_content(content: Any) -> bool:
+    """A chat message's content as OpenAI-compatible endpoints take it: a string, or text and image parts
+    (an agent hands a model the figures its code showed)."""
+    if isinstance(content, str):
+        return True
+    return isinstance(content, list) and all(
+        isinstance(part, dict) and (
+            (part.get("type") == "text" and isinstance(part.get("text"), str))
+            or (part.get("type") == "image_url" and isinstance(part.get("image_url"), dict)
+                and isinstance(part["image_url"].get("url"), str)))
+        for part in content)
+
+
 @dataclass(frozen=True, slots=True)
 class SessionRequest(Message):
     kind: ClassVar[str] = "request"
@@ -198,7 +211,7 @@ class SessionRequest(Message):
     model: str
     submitted_ns: int
     gate: Gate = Gate.EAGER
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
@@ -221,9 +234,10 @@ class SessionRequest(Message):
         if self.messages is not None and (
             not isinstance(self.messages, list)
             or not self.messages
-            or not all(isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role") for m in self.messages)
+            or not all(isinstance(m, dict) and _is_content(m.get("content")) and m.get("role") for m in self.messages)
         ):
-            raise ProtocolError("`messages` must be a non-empty list of {role, content} objects")
+            raise ProtocolError("`messages` must be a non-empty list of {role, content} objects, each content a "
+                                "string or a list of OpenAI content parts (text, image_url)")
         if not self.model:
             raise ProtocolError("a request needs a model name")
         object.__setattr__(self, "gate", Gate(self.gate))

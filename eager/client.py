@@ -193,7 +193,7 @@ class Client:
     def submit(
         self,
         *,
-        messages: list[dict[str, str]] | None = None,
+        messages: list[dict[str, Any]] | None = None,
         prompt: str | None = None,
         model: str | None = None,
         gate: Gate | str = Gate.EAGER,
@@ -338,7 +338,7 @@ class Conversation:
                                       settings.lease_s))
         self._held.callback(self._end)
 
-    def send(self, *, messages: list[dict[str, str]] | None = None, prompt: str | None = None, execute: bool = True,
+    def send(self, *, messages: list[dict[str, Any]] | None = None, prompt: str | None = None, execute: bool = True,
              **overrides: Any) -> Session:
         """Submit the next turn (`Client.submit`'s arguments; model, gate and limits default to the
         conversation's). Waits for the previous turn to end first: a turn's code runs after the one before.

@@ -30,11 +30,14 @@ What differs from smolagents' local executor, and why:
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from typing import Any
 
+import PIL.Image
 from smolagents import CodeAgent, FinalAnswerTool, Model, Tool
+from smolagents.memory import ActionStep
 from smolagents.local_python_executor import DEFAULT_MAX_LEN_OUTPUT, CodeOutput, InterpreterError, PythonExecutor
 from smolagents.models import (
     ChatMessage,
@@ -48,7 +51,7 @@ from smolagents.monitoring import TokenUsage
 from smolagents.utils import truncate_content
 
 from common.config import Settings
-from common.protocol import Delta, FinishReason, GenerationEnd, Message, SessionStarted, SessionStatus, Summary
+from common.protocol import Delta, Figure, FinishReason, GenerationEnd, Message, SessionStarted, SessionStatus, Summary
 from eager.client import Client, Conversation, ConversationClosed, Session
 
 __all__ = ["FINAL_ANSWER_MARK", "SETUP", "EagerExecutor", "EagerModel", "eager_code_agent"]
@@ -81,6 +84,7 @@ class Turn:
         self._events = session.events()
         self._fresh_matters = fresh_matters  # earlier turns defined names the agent may count on
         self.started: SessionStarted | None = None
+        self.figures: list[PIL.Image.Image] = []
 
     def answer(self) -> Iterator[ChatMessageStreamDelta]:
         for event in self._read():
@@ -107,6 +111,10 @@ class Turn:
         for event in self._events:
             if isinstance(event, SessionStarted):
                 self.started = event
+            elif isinstance(event, Figure):
+                image = PIL.Image.open(io.BytesIO(event.image()))
+                image.load()
+                self.figures.append(image)
             yield event
 
 
@@ -144,12 +152,12 @@ class EagerModel(Model):
             raise ValueError("EagerModel sends the model only messages and stop sequences: structured outputs and "
                              "tool calling do not apply (Eager runs the code in the answer's ```python fences)")
         action = ACTION_STOP in (stop_sequences or [])  # a plan or a final summary only talks
-        self._turn = Turn(self._send(_as_text(messages), stop_sequences or None, action),
+        self._turn = Turn(self._send(_as_chat(messages), stop_sequences or None, action),
                           fresh_matters=bool(self.sessions))
         self.sessions.append(self._turn.session)
         yield from self._turn.answer()
 
-    def _send(self, messages: list[dict[str, str]], stop: list[str] | None, execute: bool) -> Session:
+    def _send(self, messages: list[dict[str, Any]], stop: list[str] | None, execute: bool) -> Session:
         if self.conversation is not None:
             try:
                 return self.conversation.send(messages=messages, stop=stop, execute=execute)
@@ -182,9 +190,18 @@ class EagerExecutor(PythonExecutor):
     def __init__(self, model: EagerModel) -> None:
         self.model = model
         self.state: dict[str, str] = {"_print_outputs": ""}  # CodeAgent shows these logs next to a step's error
+        self.figures: list[PIL.Image.Image] = []  # what the last step's code showed
+
+    def attach_figures(self, memory_step: ActionStep, agent: Any = None) -> None:
+        """A step callback: the figures the step's code showed become its observation images, as smolagents
+        hands a browser's screenshots to the model."""
+        if self.figures:
+            memory_step.observations_images, self.figures = self.figures, []
 
     def __call__(self, code_action: str) -> CodeOutput:
-        summary, fresh = self.model.take_turn().result()
+        turn = self.model.take_turn()
+        summary, fresh = turn.result()
+        self.figures = turn.figures
         logs = (FRESH_INTERPRETER if fresh else "") + truncate_content(summary.stdout, DEFAULT_MAX_LEN_OUTPUT)
         self.state["_print_outputs"] = logs
         error = summary.error or {}
@@ -233,6 +250,7 @@ def eager_code_agent(client: Client | Settings | None = None, *, model: str | No
     try:
         agent = CodeAgent(model=eager_model, executor=executor, **{"tools": [], **agent_kwargs})
         executor.send_tools({**agent.tools, **agent.managed_agents})  # refuse unusable tools now, not at run()
+        agent.step_callbacks.register(ActionStep, executor.attach_figures)
     except BaseException:
         eager_model.close()
         raise
@@ -241,13 +259,18 @@ def eager_code_agent(client: Client | Settings | None = None, *, model: str | No
     return agent
 
 
-def _as_text(messages: list[ChatMessage | dict]) -> list[dict[str, str]]:
-    """smolagents' chat (tool roles, lists of content parts) as the plain-text chat an Eager request carries."""
-    chat = []
-    for message in get_clean_message_list(messages, role_conversions=tool_role_conversions):
+def _as_chat(messages: list[ChatMessage | dict]) -> list[dict[str, Any]]:
+    """smolagents' chat (tool roles, lists of content parts) as an Eager request carries it: text as a string,
+    and the figures of earlier steps as OpenAI image parts (a vision model sees them; a text model's endpoint
+    may refuse them)."""
+    chat: list[dict[str, Any]] = []
+    for message in get_clean_message_list(messages, role_conversions=tool_role_conversions,
+                                          convert_images_to_image_urls=True):
         parts = message["content"] if isinstance(message["content"], list) else [
             {"type": "text", "text": message["content"] or ""}]
-        if any(part["type"] != "text" for part in parts):
-            raise ValueError("Eager's requests carry text only: images cannot be sent to the model")
-        chat.append({"role": MessageRole(message["role"]).value, "content": "\n".join(p["text"] for p in parts)})
+        role = MessageRole(message["role"]).value
+        if all(part["type"] == "text" for part in parts):
+            chat.append({"role": role, "content": "\n".join(part["text"] for part in parts)})
+        else:
+            chat.append({"role": role, "content": [part for part in parts if part["type"] in ("text", "image_url")]})
     return chat

@@ -137,3 +137,21 @@ def test_the_example_runs_its_scripted_agent_on_a_stack_of_its_own(settings):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "answer: {'prime': 492113, 'gap': 114}" in result.stdout
     assert re.search(r"^1 +ok .*\n2 +exited ", result.stdout, re.MULTILINE)  # one Eager turn per step
+
+
+PLOT_STEPS = [
+    answer_of("import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nplt.show()\nprint('plotted')\n",
+              before="Thought: draw it.\n"),
+    answer_of("final_answer('a parabola')\n", before="Thought: I saw the figure.\n"),
+]
+
+
+@pytest.mark.slow
+def test_a_figure_the_step_shows_becomes_its_observation_image(replay_stack):
+    settings, _ = replay_stack({"agent": PLOT_STEPS}, FAST)
+    with Client(settings) as client, eager_code_agent(client, model="agent", max_steps=3) as agent:
+        assert agent.run("Plot the squares.") == "a parabola"
+        first, second = action_steps(agent)[:2]
+        assert [image.size for image in first.observations_images] == [(640, 480)]
+        assert "plotted" in first.observations
+        assert not second.observations_images
