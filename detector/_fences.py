@@ -9,10 +9,11 @@ of the stream, so its last statement runs without waiting for the next block.
 
 from __future__ import annotations
 
-import io
 import re
 import tokenize
 from dataclasses import dataclass
+
+from detector._lines import first_known_line_end, readline
 
 
 class BlockEnd:
@@ -24,9 +25,10 @@ BLOCK_END = BlockEnd()
 
 RUNNABLE_LANGUAGES = frozenset({"", "python", "py", "python3", "py3"})
 
-_OPENER = re.compile(r"(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\s`]*)[^`\n]*\n")
-_CLOSER = re.compile(r"[ \t]*(?P<fence>`{3,}|~{3,})[ \t\r]*\n?")
-_MAYBE_CLOSER = re.compile(r"[ \t]*(?P<fence>[`~]*)(?P<trail>[ \t\r]*)")
+# Lines end as in CPython (\r\n, a lone \r, \n: CommonMark agrees), so fence lines and code lines split alike.
+_OPENER = re.compile(r"(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\s`]*)[^`\r\n]*(?:\r\n|\r|\n)?")
+_CLOSER = re.compile(r"[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*(?:\r\n|\r|\n)?")
+_MAYBE_CLOSER = re.compile(r"[ \t]*(?P<fence>[`~]*)(?P<trail>[ \t]*\r?)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,7 @@ class _Block:
 def ends_inside_string(code: str) -> bool:
     """Whether `code` stops inside an open (triple-quoted) string literal."""
     try:
-        for _ in tokenize.generate_tokens(io.StringIO(code).readline):
+        for _ in tokenize.generate_tokens(readline(code)):
             pass
     except tokenize.TokenError as error:
         return "string" in str(error.args[0])
@@ -83,8 +85,8 @@ class FenceReader:
     def feed(self, text: str) -> list[str | BlockEnd]:
         out: list[str | BlockEnd] = []
         self._line += text
-        while (newline := self._line.find("\n")) >= 0:
-            line, self._line = self._line[: newline + 1], self._line[newline + 1 :]
+        while (end := first_known_line_end(self._line)) >= 0:
+            line, self._line = self._line[:end], self._line[end:]
             self._complete_line(line, out)
             self._passed = 0
         self._partial_line(out)
@@ -103,7 +105,7 @@ class FenceReader:
     def _complete_line(self, line: str, out: list[str | BlockEnd]) -> None:
         block = self._block
         if block is None:
-            opener = _OPENER.fullmatch(line if line.endswith("\n") else line + "\n")
+            opener = _OPENER.fullmatch(line)
             if opener is not None:
                 runnable = opener["info"].lower() in RUNNABLE_LANGUAGES
                 self._block = _Block(opener["fence"], opener["indent"], runnable)
