@@ -43,12 +43,6 @@ def known_line_starts(text: str, start: int = 0) -> Iterator[int]:
     return (end.end() for end in _KNOWN_END.finditer(text, start))
 
 
-def first_known_line_end(text: str) -> int:
-    """The offset just after the first line end of streamed `text` that is known, or -1."""
-    end = _KNOWN_END.search(text)
-    return -1 if end is None else end.end()
-
-
 def lf_only(text: str) -> str:
     """`text` with each lone \\r known to end a line made \\n: the same length, and rows that tools which end
     lines at \\n only (tree-sitter) count as CPython does. A final \\r is left as it is, as \\r\\n is."""
