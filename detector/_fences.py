@@ -13,7 +13,7 @@ import re
 import tokenize
 from dataclasses import dataclass
 
-from detector._lines import LINE_END, readline
+from detector.lines import LINE_END, readline
 
 
 class BlockEnd:

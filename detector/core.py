@@ -12,7 +12,7 @@ from collections import deque
 
 from detector._events import NEED_DATA, Chunk, CodeEnded, CodeInvalid, Event, NeedData
 from detector._fences import BLOCK_END, BlockEnd, FenceReader
-from detector._lines import LineCount
+from detector.lines import LineCount
 from detector._statements import Statements, StatementSplitter, SyntaxProblem
 
 __all__ = ["Detector", "NEED_DATA", "Chunk", "CodeEnded", "CodeInvalid"]

@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from detector._lines import (
+from detector.lines import (
     LineCount,
     count_line_ends,
     ends_line,
