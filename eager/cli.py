@@ -146,9 +146,9 @@ class _HumanView:
             click.secho(f"  ▶ running lines {message.start_line}-{message.end_line}", fg="cyan")
         elif isinstance(message, GateDecision):
             if message.action is GateAction.HOLD:
-                click.secho(f"  ⏸ holding lines {message.start_line}-{message.end_line}: {message.reason}", fg="magenta")
+                click.secho(f"  ⏸ holding lines {message.start_line}-{message.end_line}: {visible(message.reason)}", fg="magenta")
             else:
-                click.secho(f"  ⋯ lines {message.start_line}-{message.end_line}: {message.reason}", dim=True)
+                click.secho(f"  ⋯ lines {message.start_line}-{message.end_line}: {visible(message.reason)}", dim=True)
         elif isinstance(message, Output):
             text = self._output.get(message.stream, "") + message.text
             lines, newline, self._output[message.stream] = text.rpartition("\n")
@@ -162,8 +162,9 @@ class _HumanView:
             if isinstance(message, ExecutionError):
                 click.secho(f"  ✗ {message.type} at line {message.line}: {visible(message.message)}", fg="red",
                             bold=True)
-                for line in visible(message.traceback).splitlines():
-                    click.secho(f"    {line}", fg="red")
+                if message.traceback:
+                    for line in visible(message.traceback.rstrip("\n")).split("\n"):
+                        click.secho(f"    {line}", fg="red")
             if isinstance(message, Summary):
                 if self._answer:
                     self._print_answer(self._answer)

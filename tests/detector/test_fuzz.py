@@ -116,7 +116,7 @@ def test_random_answers(seed: int) -> None:
         if not parses(x.program):
             continue  # a cut-off answer can end inside a statement
         if count_lines(x.program) != len(x.lines):
-            continue  # a code line ending at a lone \r, then one that is only \n: the two merge (README, Detector)
+            continue  # a code line ending at a lone \r, then one that is only \n: the two merge (README, Limits)
         checked += 1
         plans = [[], list(range(1, len(answer))), *(random_splits(rng, len(answer)) for _ in range(4))]
         check_plans(answer, raw, x, plans)
