@@ -9,10 +9,11 @@ of the stream, so its last statement runs without waiting for the next block.
 
 from __future__ import annotations
 
-import io
 import re
 import tokenize
 from dataclasses import dataclass
+
+from detector.lines import LINE_END, readline
 
 
 class BlockEnd:
@@ -24,9 +25,10 @@ BLOCK_END = BlockEnd()
 
 RUNNABLE_LANGUAGES = frozenset({"", "python", "py", "python3", "py3"})
 
-_OPENER = re.compile(r"(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\s`]*)[^`\n]*\n")
-_CLOSER = re.compile(r"[ \t]*(?P<fence>`{3,}|~{3,})[ \t\r]*\n?")
-_MAYBE_CLOSER = re.compile(r"[ \t]*(?P<fence>[`~]*)(?P<trail>[ \t\r]*)")
+# Lines end as in CPython (\r\n, a lone \r, \n: CommonMark agrees), so fence lines and code lines split alike.
+_OPENER = re.compile(r"(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\s`]*)[^`\r\n]*(?:\r\n|\r|\n)?")
+_CLOSER = re.compile(r"[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*(?:\r\n|\r|\n)?")
+_MAYBE_CLOSER = re.compile(r"[ \t]*(?P<fence>[`~]*)(?P<trail>[ \t]*)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,7 @@ class _Block:
 def ends_inside_string(code: str) -> bool:
     """Whether `code` stops inside an open (triple-quoted) string literal."""
     try:
-        for _ in tokenize.generate_tokens(io.StringIO(code).readline):
+        for _ in tokenize.generate_tokens(readline(code)):
             pass
     except tokenize.TokenError as error:
         return "string" in str(error.args[0])
@@ -79,14 +81,25 @@ class FenceReader:
         self._passed = 0
         self._block: _Block | None = None
         self._block_code: list[str] = []
+        # The last line ended at a \r with nothing after it yet: whether it was code. A \n next is the rest of
+        # that line end (code then, nothing otherwise): a line is judged at its \r, a fence closes there.
+        self._cr_ended_code: bool | None = None
 
     def feed(self, text: str) -> list[str | BlockEnd]:
         out: list[str | BlockEnd] = []
+        if text and self._cr_ended_code is not None:
+            if text[0] == "\n":
+                text = text[1:]
+                if self._cr_ended_code:
+                    self._emit("\n", out)
+            self._cr_ended_code = None
         self._line += text
-        while (newline := self._line.find("\n")) >= 0:
-            line, self._line = self._line[: newline + 1], self._line[newline + 1 :]
-            self._complete_line(line, out)
+        while (end := LINE_END.search(self._line)) is not None:
+            line, self._line = self._line[: end.end()], self._line[end.end() :]
+            code = self._complete_line(line, out)
             self._passed = 0
+            if not self._line and line.endswith("\r"):
+                self._cr_ended_code = code
         self._partial_line(out)
         return out
 
@@ -100,24 +113,26 @@ class FenceReader:
         self._block = None
         return out
 
-    def _complete_line(self, line: str, out: list[str | BlockEnd]) -> None:
+    def _complete_line(self, line: str, out: list[str | BlockEnd]) -> bool:
+        """Take one line (with its end); whether it was code."""
         block = self._block
         if block is None:
-            opener = _OPENER.fullmatch(line if line.endswith("\n") else line + "\n")
+            opener = _OPENER.fullmatch(line)
             if opener is not None:
                 runnable = opener["info"].lower() in RUNNABLE_LANGUAGES
                 self._block = _Block(opener["fence"], opener["indent"], runnable)
                 self._block_code = []
-            return
+            return False
         if self._passed == 0 and block.closes(line) and not (
             block.runnable and ends_inside_string("".join(self._block_code))
         ):
             self._block = None
             if block.runnable:
                 out.append(BLOCK_END)
-            return
+            return False
         if block.runnable:
             self._pass(block.content(line), out)
+        return block.runnable
 
     def _partial_line(self, out: list[str | BlockEnd]) -> None:
         block = self._block
@@ -131,6 +146,9 @@ class FenceReader:
         """Emit what of this line's content was not emitted yet."""
         piece = content[self._passed :]
         if piece:
-            out.append(piece)
-            self._block_code.append(piece)
+            self._emit(piece, out)
             self._passed = len(content)
+
+    def _emit(self, code: str, out: list[str | BlockEnd]) -> None:
+        out.append(code)
+        self._block_code.append(code)

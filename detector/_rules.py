@@ -8,11 +8,12 @@ follow DESIGN.md's detection rules; CPython (`tokenize`, `ast`) has the last wor
 from __future__ import annotations
 
 import ast
-import io
 import re
 import tokenize
 from dataclasses import dataclass
 from enum import Enum
+
+from detector.lines import ends_line, readline
 
 # A column-0 line starting with one of these continues the statement before it.
 CONTINUATION_KEYWORDS = frozenset({"else", "elif", "except", "finally"})
@@ -60,7 +61,7 @@ def _invalid(before: str, line: str) -> Judgement:
 
     `if x:` alone fails on line 1 but `if x:\\nfoo()` on line 2; the whole program sees L.
     """
-    if "\n" not in line:
+    if not ends_line(line):
         return Judgement(Verdict.NOT_YET)
     try:
         ast.parse(before + line)
@@ -76,7 +77,7 @@ def _logical_line_closed(before: str) -> bool:
     last_start: tokenize.TokenInfo | None = None
     at_line_start = True
     try:
-        for token in tokenize.generate_tokens(io.StringIO(before).readline):
+        for token in tokenize.generate_tokens(readline(before)):
             if token.type in (tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT):
                 continue
             if token.type == tokenize.NEWLINE:

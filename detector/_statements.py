@@ -15,6 +15,7 @@ import tree_sitter
 import tree_sitter_python
 
 from detector._rules import Judgement, Verdict, judge, parse_whole
+from detector.lines import count_line_ends, known_line_starts, lf_only, split_lines
 
 _LANGUAGE = tree_sitter.Language(tree_sitter_python.language())
 
@@ -38,15 +39,8 @@ class SyntaxProblem:
 Result = Statements | SyntaxProblem
 
 
-def split_lines(code: str) -> list[str]:
-    """Lines as `ast` counts them: only "\\n" ends one (str.splitlines also splits on \\f, \\x1c...)."""
-    lines = [line + "\n" for line in code.split("\n")]
-    lines[-1] = lines[-1][:-1]
-    return lines if lines[-1] else lines[:-1]
-
-
 def _end_point(data: bytes) -> tuple[int, int]:
-    """tree-sitter's Point for the end of `data`: (row, column in bytes)."""
+    """tree-sitter's Point for the end of `data`, which ends lines at \\n only: (row, column in bytes)."""
     return data.count(b"\n"), len(data) - (data.rfind(b"\n") + 1)
 
 
@@ -61,17 +55,21 @@ class StatementSplitter:
 
     def _reset(self, tail: str) -> None:
         self._tail = tail
-        self._data = tail.encode()
-        self._line_starts = [0] + [i + 1 for i, char in enumerate(tail) if char == "\n"]
+        self._data = lf_only(tail).encode()  # tree-sitter's copy: its rows are CPython's lines
+        self._line_starts = [0, *known_line_starts(tail)]
         self._tree = self._parser.parse(self._data)
 
     def feed(self, code: str) -> list[Result]:
         old_end, old_point = len(self._data), _end_point(self._data)
         offset = len(self._tail)
         self._tail += code
-        self._data += code.encode()
-        self._line_starts.extend(offset + i + 1 for i, char in enumerate(code) if char == "\n")
-        self._tree.edit(old_end, old_end, len(self._data), old_point, old_point, _end_point(self._data))
+        # A \r that ended the tail ends its line alone or with this code's \n: look at it again.
+        since = offset - 1 if self._tail[offset - 1 : offset] == "\r" else offset
+        edit_from = old_end - (offset - since)
+        self._data = self._data[:edit_from] + lf_only(self._tail[since:]).encode()
+        self._line_starts.extend(known_line_starts(self._tail, since))
+        self._tree.edit(edit_from, old_end, len(self._data), _end_point(self._data[:edit_from]), old_point,
+                        _end_point(self._data))
         self._tree = self._parser.parse(self._data, self._tree)
         return self._judge_candidates()
 
@@ -84,7 +82,7 @@ class StatementSplitter:
         if judgement.verdict is Verdict.INVALID:
             return [self._problem(judgement)]
         results = self._split(tail, judgement.body or [])
-        self._first_line += tail.count("\n")
+        self._first_line += count_line_ends(tail)
         self._judged_line = self._first_line - 1
         self._reset("")
         return results

@@ -12,6 +12,7 @@ from collections import deque
 
 from detector._events import NEED_DATA, Chunk, CodeEnded, CodeInvalid, Event, NeedData
 from detector._fences import BLOCK_END, BlockEnd, FenceReader
+from detector.lines import LineCount
 from detector._statements import Statements, StatementSplitter, SyntaxProblem
 
 __all__ = ["Detector", "NEED_DATA", "Chunk", "CodeEnded", "CodeInvalid"]
@@ -29,8 +30,7 @@ class Detector:
         self._events: deque[Event] = deque()
         self._received = 0
         self._chunks = 0
-        self._newlines = 0
-        self._ends_open = False  # the program's last line has no newline yet
+        self._lines = LineCount()  # of the program: code blocks joined
         self._stopped = False  # a syntax error: nothing more is emitted
         self._ended = False
 
@@ -50,7 +50,7 @@ class Detector:
             return
         self._consume(self._fences.eof() if self._fences is not None else [BLOCK_END])
         if not self._stopped:
-            self._events.append(CodeEnded(self._chunks, self._newlines + self._ends_open))
+            self._events.append(CodeEnded(self._chunks, self._lines.lines))
 
     def next_event(self) -> Event | NeedData:
         return self._events.popleft() if self._events else NEED_DATA
@@ -62,8 +62,7 @@ class Detector:
             if isinstance(piece, BlockEnd):
                 results = self._splitter.end_block()
             else:
-                self._newlines += piece.count("\n")
-                self._ends_open = not piece.endswith("\n")
+                self._lines.feed(piece)
                 results = self._splitter.feed(piece)
             for result in results:
                 if isinstance(result, Statements):

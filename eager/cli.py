@@ -36,10 +36,13 @@ from common.protocol import (
     Summary,
     to_data,
 )
+from detector.lines import known_line_starts, split_lines
 from eager.client import Client, Overloaded
 from eager.stack import LocalStack, StackError
+from eager.visible import visible
 
 REPLAY_MODEL = "replay"
+REPLAY_PROMPT = "replay"  # what a replayed session asks: the replay model answers anything with its recording
 DEMO_REPAIRS = 2  # a 135M model's code often fails: the demo shows the repair loop at work
 DEMO_PROMPT = ("Write a short Python program that prints the squares of the numbers 1 to 5, one per line. "
                "Answer with one ```python code block.")
@@ -70,6 +73,13 @@ def _speed_options(command):  # type: ignore[no-untyped-def]
     command = click.option("--tps", default=50.0, show_default=True, help="replay tokens per second")(command)
     command = click.option("--ttft", default=0.3, show_default=True, help="replay time to first token, seconds")(command)
     return command
+
+
+def _read_answer(path: Path) -> str:
+    """A recorded answer exactly as written: no newline translation (read_text would make a lone \\r and \\r\\n
+    into \\n, and the replay would no longer be the answer whose line numbers it is meant to reproduce)."""
+    with open(path, encoding="utf-8", newline="") as file:
+        return file.read()
 
 
 @contextlib.contextmanager
@@ -116,7 +126,9 @@ def _stack(settings: Settings, executors: int = 1) -> Iterator[Settings]:
 class _HumanView:
     """Human output: the answer line by line as it streams, each batch's output set off beside it.
 
-    Whole lines only, so a batch's output never lands in the middle of a line of code.
+    Whole lines only, so a batch's output never lands in the middle of a line of code. The answer's lines end
+    where Python's do (a lone \\r too); what the program or the model wrote is shown `visible`, never obeyed
+    by the terminal.
     """
 
     def __init__(self) -> None:
@@ -126,16 +138,17 @@ class _HumanView:
     def show(self, message: Message) -> None:
         if isinstance(message, Delta):
             self._answer += message.text
-            lines, newline, self._answer = self._answer.rpartition("\n")
-            if newline:
-                click.echo(lines)
+            done = max(known_line_starts(self._answer), default=0)
+            if done:
+                self._print_answer(self._answer[:done])
+                self._answer = self._answer[done:]
         elif isinstance(message, BatchStarted):
             click.secho(f"  ▶ running lines {message.start_line}-{message.end_line}", fg="cyan")
         elif isinstance(message, GateDecision):
             if message.action is GateAction.HOLD:
-                click.secho(f"  ⏸ holding lines {message.start_line}-{message.end_line}: {message.reason}", fg="magenta")
+                click.secho(f"  ⏸ holding lines {message.start_line}-{message.end_line}: {visible(message.reason)}", fg="magenta")
             else:
-                click.secho(f"  ⋯ lines {message.start_line}-{message.end_line}: {message.reason}", dim=True)
+                click.secho(f"  ⋯ lines {message.start_line}-{message.end_line}: {visible(message.reason)}", dim=True)
         elif isinstance(message, Output):
             text = self._output.get(message.stream, "") + message.text
             lines, newline, self._output[message.stream] = text.rpartition("\n")
@@ -147,16 +160,25 @@ class _HumanView:
                     self._print_output(stream, rest)
             self._output.clear()
             if isinstance(message, ExecutionError):
-                click.secho(f"  ✗ {message.type} at line {message.line}: {message.message}", fg="red", bold=True)
+                click.secho(f"  ✗ {message.type} at line {message.line}: {visible(message.message)}", fg="red",
+                            bold=True)
+                if message.traceback:
+                    for line in visible(message.traceback.rstrip("\n")).split("\n"):
+                        click.secho(f"    {line}", fg="red")
             if isinstance(message, Summary):
                 if self._answer:
-                    click.echo(self._answer)
+                    self._print_answer(self._answer)
                 _print_summary(message)
+
+    @staticmethod
+    def _print_answer(text: str) -> None:
+        """Lines of the answer, each line end that is not a bare \\n shown (`\\r`) before its break."""
+        click.echo("\n".join(visible(line.removesuffix("\n")) for line in split_lines(text)))
 
     @staticmethod
     def _print_output(stream: str, text: str) -> None:
         for line in text.split("\n"):
-            click.secho(f"  │ {line}", fg="green" if stream == "stdout" else "yellow")
+            click.secho(f"  │ {visible(line)}", fg="green" if stream == "stdout" else "yellow")
 
 
 def _seconds(value: float | None) -> str:
@@ -166,7 +188,7 @@ def _seconds(value: float | None) -> str:
 def _print_summary(summary: Summary) -> None:
     click.secho(f"\nsession {summary.status.value} (gate {summary.gate.value})", bold=True)
     if summary.detail:
-        click.echo(f"  {summary.detail}")
+        click.echo(f"  {visible(summary.detail)}")
     rows = [
         ("time to first token", summary.ttft_s),
         ("generation end", summary.generation_s),
@@ -214,20 +236,18 @@ def _solve(settings: Settings, gate: Gate, as_json: bool, prompt: str, repairs: 
         click.echo(json.dumps(report.to_json()))
     else:
         click.secho("\n=== repair loop ===", bold=True)
-        click.echo(report.text())
+        click.echo(visible(report.text()))
     return report.succeeded
 
 
-def _run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str | None = None,
-             raw_prompt: str | None = None, model: str | None = None, timeout_s: float | None = None,
-             batch_chunks: int | None = None, batch_wait_ms: int | None = None) -> Summary:
+def _run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str = REPLAY_PROMPT, raw: bool = False,
+             model: str | None = None, timeout_s: float | None = None, batch_chunks: int | None = None,
+             batch_wait_ms: int | None = None) -> Summary:
+    """One session; `raw`: a completion request (the answer is bare code), else a chat one (markdown)."""
     with Client(settings) as client:
         limits = {"timeout_s": timeout_s, "batch_chunks": batch_chunks, "batch_wait_ms": batch_wait_ms}
-        if raw_prompt is not None:
-            session = client.submit(prompt=raw_prompt, model=model, gate=gate, **limits)
-        else:
-            session = client.submit(messages=[{"role": "user", "content": prompt or "replay"}], model=model, gate=gate,
-                                    **limits)
+        request = {"prompt": prompt} if raw else {"messages": [{"role": "user", "content": prompt}]}
+        session = client.submit(**request, model=model, gate=gate, **limits)
         show = _shower(as_json)
         try:
             for message in session.events():
@@ -269,15 +289,15 @@ def run(prompt: str | None, replay_files: tuple[Path, ...], repairs: int, gate: 
         raise click.UsageError("--repair talks to a chat model with the executor's batch limits: no --raw, "
                                "--batch-chunks or --batch-wait-ms")
     _exit_on_sigterm()
-    with _replay([path.read_text() for path in replay_files], ttft, tps, jitter, seed) as settings, \
+    with _replay([_read_answer(path) for path in replay_files], ttft, tps, jitter, seed) as settings, \
             _stack(settings) as ready:
         try:
             if repairs:
-                ok = _solve(ready, Gate(gate), as_json, prompt or "replay", repairs, model, timeout_s)
+                ok = _solve(ready, Gate(gate), as_json, prompt or REPLAY_PROMPT, repairs, model, timeout_s)
             else:
-                ok = _run_one(ready, Gate(gate), as_json, prompt=None if raw else prompt,
-                              raw_prompt=prompt if raw else None, model=model, timeout_s=timeout_s,
-                              batch_chunks=batch_chunks, batch_wait_ms=batch_wait_ms).status.value == "ok"
+                ok = _run_one(ready, Gate(gate), as_json, prompt or REPLAY_PROMPT, raw, model=model,
+                              timeout_s=timeout_s, batch_chunks=batch_chunks,
+                              batch_wait_ms=batch_wait_ms).status.value == "ok"
         except ProtocolError as exc:
             raise click.UsageError(str(exc)) from exc
         except Overloaded as exc:
@@ -422,7 +442,7 @@ def load(sessions: int, concurrency: int | None, executors: int, sweep: str | No
                                                on_done=lambda _: progress.update(1))]
             else:
                 profile = SpeedProfile(ttft_s=ttft, tokens_per_s=tps, jitter=jitter, seed=seed)
-                reports = loading.sweep(settings, answer_file.read_text() if answer_file else loading.ANSWER, profile,
+                reports = loading.sweep(settings, _read_answer(answer_file) if answer_file else loading.ANSWER, profile,
                                         counts, sessions, concurrency or 2 * max(counts), gate=Gate(gate),
                                         on_done=lambda _: progress.update(1))
         except ValueError as exc:
@@ -499,7 +519,7 @@ def replay_server(answers: tuple[str, ...], host: str, port: int, ttft: float, t
     named: dict[str, list[str]] = {}
     for spec in answers:
         name, _, path = spec.rpartition("=")
-        named.setdefault(name or Path(path).stem, []).append(Path(path).read_text())
+        named.setdefault(name or Path(path).stem, []).append(_read_answer(Path(path)))
     run_server(named, SpeedProfile(ttft_s=ttft, tokens_per_s=tps, jitter=jitter, seed=seed), host=host, port=port,
                on_ready=lambda url: click.echo(f"replay model serving {', '.join(named)} at {url}"))
 

@@ -250,7 +250,7 @@ class Program:
         """Place `code` at `first_line` in the program text and (re)publish it to
         linecache and its file: the program may have cleared the cache or removed the file."""
         new = _LINE.findall(code)
-        if new and not new[-1].endswith("\n"):
+        if new and not new[-1].endswith(("\n", "\r")):  # a lone \r ends its line: the text stays as written
             new[-1] += "\n"
         start = first_line - 1
         if len(self.lines) < start:

@@ -195,6 +195,24 @@ def test_non_stream_chat_and_completions(fast: ReplayServer) -> None:
     assert chat.id != comp.id
 
 
+LINE_ENDS_ANSWER = "x = 1\ry = 2\r\nz = '''\ra\r\nb'''\n\r\r\n\n\rprint(x)\r"
+
+
+def test_every_line_end_is_streamed_as_written_on_both_endpoints() -> None:
+    """A lone \\r, \\r\\n and \\n come back as sent (a replay reproduces an answer's line numbers): a
+    \\r\\n is one piece, a lone \\r one of its own."""
+    pieces = tokenize_answer(LINE_ENDS_ANSWER)
+    assert "".join(pieces) == LINE_ENDS_ANSWER and "\r\n" in pieces and "\r" in pieces
+    assert not any(piece.endswith("\r") and after.startswith("\n") for piece, after in zip(pieces, pieces[1:]))
+    with ReplayServer({"code": LINE_ENDS_ANSWER}, FAST) as server:
+        client = _client(server)
+        chat = client.chat.completions.create(model="code", messages=[{"role": "user", "content": "hi"}],
+                                              stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in chat) == LINE_ENDS_ANSWER
+        completion = client.completions.create(model="code", prompt="x", stream=True)
+        assert [c.choices[0].text for c in completion][:-1] == pieces
+
+
 def test_async_client_stream(fast: ReplayServer) -> None:
     async def run() -> str:
         client = _aclient(fast)

@@ -437,9 +437,9 @@ def parses(program: str) -> bool:
 
 def fenced(program: str, info: str = "python", before: str = "Sure, here it is:\n\n",
            after: str = "\nHope this helps.\n") -> str:
-    """A chat answer with one fence around `program` (CRLF throughout if the program uses it)."""
+    """A chat answer with one fence around `program`, as it is (its prose and fences in CRLF if it uses it)."""
     nl = "\r\n" if "\r\n" in program else "\n"
     if program and not program.endswith(NEWLINES):
         program += nl
-    text = f"{before}```{info}\n{program}```\n{after}"
-    return text.replace("\r\n", "\n").replace("\n", nl) if nl == "\r\n" else text
+    before, after = before.replace("\n", nl), after.replace("\n", nl)
+    return f"{before}```{info}{nl}{program}```{nl}{after}"

@@ -340,6 +340,39 @@ PROGRAMS: dict[str, str] = {
         "print(x,\r\n"
         "s)\r\n"
     ),
+    "lone_cr": (  # CPython ends a line at a lone \r too (old Mac text)
+        "x = 1\r"
+        "if x:\r"
+        "    print(1)\r"
+        "# comment\r"
+        "else:\r"
+        "    print(2)\r"
+        "\r"
+        "s = '''\r"
+        "else:\r"
+        "'''\r"
+        "print(x,\r"
+        "s)\r"
+    ),
+    "mixed_line_ends": (  # one line end of each kind, in every order
+        "x = 1\r"
+        "y = 2\r\n"
+        "if x:\n"
+        "    pass\r"
+        "\r\n"
+        "elif y:\r\n"
+        "    pass\r"
+        "\n"
+        "else:\n"
+        "    z = 3\r"
+        "t = (1,\r\n"
+        "\r"
+        "2)\n"
+        "u = \"\"\"\r\n"
+        "\r"
+        "\"\"\"\r"
+        "print(x, y, z, t, u)\r"
+    ),
     "no_final_newline": "x = 1\nif x:\n    y = 2\nprint(x, y)",
     "no_final_newline_compound": "x = 1\nfor i in range(2):\n    print(i)",
     "single_statement": "print('hello')\n",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from detector._events import Chunk, CodeEnded
-from tests.detector.oracle import Run, Seen, check_many, check_oracle, extract, fenced, split_lines
+from tests.detector.oracle import NEWLINES, Run, Seen, check_many, check_oracle, extract, fenced, split_lines
 from tests.detector.programs import PROGRAMS
 
 INFOS = ["python", "py", "python3", "py3", ""]
@@ -28,7 +28,7 @@ def test_fenced(name: str) -> None:
     info = INFOS[list(PROGRAMS).index(name) % len(INFOS)]
     program = PROGRAMS[name]
     x = check_many(fenced(program, info))
-    expected = program if program.endswith("\n") else program + "\n"
+    expected = program if program.endswith(NEWLINES) else program + "\n"
     assert x.program == expected, "the reference fence parser disagrees with the test's own wrapping"
 
 

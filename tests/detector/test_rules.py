@@ -216,12 +216,80 @@ def test_crlf_and_tabs(raw: bool) -> None:
     assert all(c.code.endswith("\r\n") for c in r.chunks)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: the detector ends lines at \\n only; no model seen emits a lone \\r")
 @pytest.mark.parametrize("text", ["x = 1\ry = 2\r", "x = 1\ry = (\r1)\rif y:\r    pass\rz = 3\r"])
 def test_lone_carriage_return_ends_a_line(text: str) -> None:
     """CPython ends a line at a lone \\r too; chunks and line numbers must follow it."""
     assert len(ast.parse(text).body) >= 2
     check_many(text, raw=True, n=5)
+
+
+def cr_answer(code: str, before: str = "Sure:\r\r", after: str = "\rDone.\r") -> str:
+    """A chat answer written with lone \\r line ends throughout: prose, fences and code."""
+    return f"{before}```python\r{code}```{after}"
+
+
+LONE_CR_CHUNKS = [  # (code, the chunks' line ranges: the same in every cutting)
+    ("x = 1\ry = 2\r", [(1, 1), (2, 2)]),
+    ("x = 1\r\r\ry = 2\r", [(1, 3), (4, 4)]),  # blank lines go with the statement before
+    ("if x:\r    a()\r# c\relse:\r    b()\rz = 1\r", [(1, 5), (6, 6)]),
+    ("s = \"\"\"\rif x:\r\"\"\"\rt = 1\r", [(1, 3), (4, 4)]),
+    ("t = (1,\r2)\ru = 1 + \\\r2\rv = 3\r", [(1, 2), (3, 4), (5, 5)]),
+    ("@a\r@b\rdef f(): pass\rg = 1\r", [(1, 3), (4, 4)]),
+    ("x = 1\r\ny = 2\rz = 3\n", [(1, 1), (2, 2), (3, 3)]),
+    ("x = 1\r", [(1, 1)]),
+]
+
+
+@pytest.mark.parametrize("raw", MODES)
+@pytest.mark.parametrize("code, ranges", LONE_CR_CHUNKS)
+def test_chunks_end_where_cpython_ends_lines(code: str, ranges: list[tuple[int, int]], raw: bool) -> None:
+    """Line spans count a lone \\r as a line end, as `ast` does: no line is off by one, no chunk is empty."""
+    answer = code if raw else cr_answer(code)
+    x = check_many(answer, raw, n=20)
+    assert x.program == code
+    for splits in split_plans(answer, 20):
+        r = run(answer, splits, raw)
+        assert r.ranges() == ranges, (r.ranges(), splits)
+        assert r.terminal == CodeEnded(len(ranges), ranges[-1][1])
+
+
+HELD_CR = [
+    ("x = 1\rif x:\r    pass\r", ["", "e", "el", "else", "\n", "\r", "\r\n", "# c\r", "# c\re", "\relif", "    "]),
+    ("x = 1\rtry:\r    pass\r", ["exc", "\nfin", "\r\rfinally"]),
+    ("x = 1\r@a\r", ["", "\r", "@b\r", "def"]),
+    ("x = 1\ry = (\r", ["1,\r", "1,\r2", "\r\r"]),
+    ("x = 1\rs = '''\r", ["else:\r", "```\r", "'''"]),
+    ("x = 1\ry = 1 + \\\r", ["", "2"]),
+]
+
+
+@pytest.mark.parametrize("raw", MODES)
+@pytest.mark.parametrize("head, tails", HELD_CR, ids=[h[:14] for h, _ in HELD_CR])
+def test_after_a_lone_cr_nothing_proves_the_statement_closed(head: str, tails: list[str], raw: bool) -> None:
+    """The lone-\\r twins of the held prefixes: line 2 stays back, however the text is cut."""
+    for tail in tails:
+        assert_held(as_mode(head + tail, raw), 2, raw)
+
+
+@pytest.mark.parametrize("raw", MODES)
+@pytest.mark.parametrize("head, last", [("x = 1\r", 1), ("if x:\r    pass\r", 2), ("x = 1\r\n", 1)])
+def test_after_a_lone_cr_a_new_statement_proves_the_previous_closed(head: str, last: int, raw: bool) -> None:
+    for tail in ["y = 2\r", "y\r", "print(1)\n"]:
+        assert_out(as_mode(head + tail + "z = 0\r", raw), last, raw)
+
+
+@pytest.mark.parametrize("answer, program", [
+    ("A\r```python\rx = 1\r```\rB\r```py\ry = 2\r```", "x = 1\ry = 2\r"),  # the last fence ends the stream
+    ("A\r\n```python\rx = 1\r\n```\r\r```\ry = 2\n```\n", "x = 1\r\ny = 2\n"),
+    ("```python\rs = '''\r```\r'''\r```\rtext ```\r", "s = '''\r```\r'''\r"),  # a fence inside a string
+    ("```python\rx = 1\r   ```   \rz\r", "x = 1\r"),
+    ("```python\rx = 1\r````\r```bash\rls\r```\r", "x = 1\r"),
+    ("   ```python\r   x = 1\r   if x:\r       y = 2\r   ```\r", "x = 1\rif x:\r    y = 2\r"),
+])
+def test_fence_lines_end_at_a_lone_cr(answer: str, program: str) -> None:
+    """Markdown ends lines at a lone \\r as CPython does: openers and closers ending so are fences."""
+    x = check_many(answer, n=20)
+    assert x.program == program
 
 
 def test_no_final_newline() -> None:
@@ -529,6 +597,37 @@ def test_syntax_error_line_is_asts(program: str, raw: bool) -> None:
         assert r.terminal.line == lineno, (r.terminal, lineno, splits)
         ast.parse(r.code)
         assert all(c.end_line < lineno for c in r.chunks), (r.ranges(), lineno)
+
+
+@pytest.mark.parametrize("raw", MODES)
+@pytest.mark.parametrize("end", ["\r", "\r\n"])
+@pytest.mark.parametrize("program", ERRORS)
+def test_syntax_error_line_is_asts_whatever_the_line_ends(program: str, end: str, raw: bool) -> None:
+    """The same errors written with lone \\r or \\r\\n line ends: CodeInvalid names `ast`'s line."""
+    program = program.replace("\n", end)
+    lineno = syntax_error_line(program)
+    answer = program if raw else cr_answer(program)
+    for splits in split_plans(answer, 4):
+        r = run(answer, splits, raw)
+        check_stream(r, program)
+        assert isinstance(r.terminal, CodeInvalid) and r.terminal.line == lineno, (r.terminal, lineno, splits)
+        assert all(c.end_line < lineno for c in r.chunks), (r.ranges(), lineno)
+
+
+@pytest.mark.parametrize("raw", MODES)
+@pytest.mark.parametrize("program, line", [
+    ("x = 1\rs = 'a\rb'\r", 2),  # a lone \r ends a line inside a one-quote string too: unterminated
+    ("x = 1\rs = 'a\r\nb'\r", 2),
+    ("x = 1\ry = 2\rprint(x +)\r", 3),
+    ("x = 1\r)\r", 2),
+])
+def test_a_lone_cr_in_a_one_line_string_is_the_error_python_reports(program: str, line: int, raw: bool) -> None:
+    assert syntax_error_line(program) == line
+    answer = program if raw else cr_answer(program)
+    for splits in split_plans(answer, 10):
+        r = run(answer, splits, raw)
+        check_stream(r, program)
+        assert isinstance(r.terminal, CodeInvalid) and r.terminal.line == line, (r.terminal, splits)
 
 
 @pytest.mark.parametrize("raw", MODES)

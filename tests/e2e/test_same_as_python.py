@@ -43,6 +43,23 @@ RATES = {"slow": SpeedProfile(ttft_s=0.05, tokens_per_s=150.0), "fast": SpeedPro
 PRELOADS = {"slow": Settings.from_env().preload, "fast": ""}  # with the default preload and without
 
 PROGRAMS = {
+    # lines end where CPython ends them, at \r\n, at a lone \r and at \n: chunk spans, padding, error lines
+    "lone-cr-line-ends": (
+        "x = 1\ry = 2\rprint(x + y)\r# a comment\rfor i in range(2):\r    print(i)\r\rz = (1,\r2)\r"
+        "print(z)\rdef f():\r    return 1 / 0\rprint(f())\r"
+    ),
+    "mixed-line-ends": (
+        "a = 1\r\nb = 2\rc = 3\nif a:\r    print('a')\r\nelse:\n    print('b')\rt = [a,\r\nb,\r\n"
+        "c]\rprint(t)\nprint(undefined_name)\r\n"
+    ),
+    "cr-inside-strings": (
+        's = """one\rtwo\r\nthree"""\rprint(repr(s))\rb = rb"""x\ry"""\rprint(b)\r'
+        "print(repr('\\r'), len(s))\rraise ValueError(s.count(chr(10)))\r"
+    ),
+    "cr-in-a-one-quote-string": "print('runs')\rx = 2\rs = 'a\rb'\rprint(s)\r",
+    "cr-program-file-as-written": (
+        "import os\rprint('first')\r\nprint(repr(open(__file__, newline='').read()[-20:]))\r"
+    ),
     # the compiler's checks across statements: python refuses the whole program
     "global-after-assignment": """\
         x = 1
