@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from common.protocol import Message, Summary
 from eager.client import Session
+from executor_pool.sandbox import FALLBACK_PYTHON, SANDBOX_VENV_PYTHON
+
+# The interpreter the sandbox runs by default (as root, a slot uid cannot reach a Python under /root).
+if os.path.exists(SANDBOX_VENV_PYTHON):
+    PYTHON = SANDBOX_VENV_PYTHON
+else:
+    PYTHON = FALLBACK_PYTHON if os.geteuid() == 0 else sys.executable
+UNSHOWN = "(an error python did not show)"
 
 
 def answer_of(code: str, before: str = "Here is the program:\n\n", after: str = "\nThat is all.\n") -> str:
@@ -36,3 +47,26 @@ def assert_session_keys_expire(settings, session_id: str) -> None:  # type: igno
     for key in Keys(settings.namespace).session_keys(session_id):
         assert client.ttl(key) != -1, f"{key} never expires"
     client.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    stdout: str
+    error_type: str | None
+    error_line: int | None
+
+
+def python_outcome(code: str, directory: Path) -> Outcome:
+    """`python program.py`: its stdout, and its error from the traceback on stderr."""
+    (directory / "program.py").write_text(code)
+    done = subprocess.run([PYTHON, "program.py"], cwd=directory, capture_output=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    stdout, stderr = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+    if done.returncode == 0:
+        return Outcome(stdout, None, None)
+    lines = re.findall(r'File "[^"]*program\.py", line (\d+)', stderr)
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    kind = re.match(r"([\w.]+)(:|$)", last)
+    if kind is None:  # a sys.excepthook of the program's showed the error its own way
+        return Outcome(stdout, UNSHOWN, None)
+    return Outcome(stdout, kind.group(1), int(lines[-1]) if lines else None)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BIN, stage_env
-from tests.e2e.test_same_as_python import Outcome, python_outcome
+from tests.helpers import Outcome, python_outcome
 from tests.helpers import answer_of, run_with_python
 from tests.test_visible import acts_on_a_terminal
 

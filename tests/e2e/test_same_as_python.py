@@ -11,10 +11,6 @@ are compared.
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
-import subprocess
-import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -27,18 +23,11 @@ from common.config import Settings
 from common.protocol import SessionStatus, Summary
 from eager.client import Client
 from eager.replay import ReplayServer, SpeedProfile
-from executor_pool.sandbox import FALLBACK_PYTHON, SANDBOX_VENV_PYTHON
 from tests.conftest import ProcfileStack, _cleanup
-from tests.helpers import answer_of
+from tests.helpers import UNSHOWN, Outcome, answer_of, python_outcome
 
 pytestmark = pytest.mark.slow
 
-# The interpreter the sandbox runs by default (as root, a slot uid cannot reach a Python under /root).
-if os.path.exists(SANDBOX_VENV_PYTHON):
-    PYTHON = SANDBOX_VENV_PYTHON
-else:
-    PYTHON = FALLBACK_PYTHON if os.geteuid() == 0 else sys.executable
-UNSHOWN = "(an error python did not show)"
 RATES = {"slow": SpeedProfile(ttft_s=0.05, tokens_per_s=150.0), "fast": SpeedProfile(ttft_s=0.05, tokens_per_s=3000.0)}
 PRELOADS = {"slow": Settings.from_env().preload, "fast": ""}  # with the default preload and without
 
@@ -261,29 +250,6 @@ PROGRAMS = {
         print(signal.getsignal(signal.SIGINT))
         """,
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    stdout: str
-    error_type: str | None
-    error_line: int | None
-
-
-def python_outcome(code: str, directory: Path) -> Outcome:
-    """`python program.py`: its stdout, and its error from the traceback on stderr."""
-    (directory / "program.py").write_text(code)
-    done = subprocess.run([PYTHON, "program.py"], cwd=directory, capture_output=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
-    stdout, stderr = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
-    if done.returncode == 0:
-        return Outcome(stdout, None, None)
-    lines = re.findall(r'File "[^"]*program\.py", line (\d+)', stderr)
-    last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
-    kind = re.match(r"([\w.]+)(:|$)", last)
-    if kind is None:  # a sys.excepthook of the program's showed the error its own way
-        return Outcome(stdout, UNSHOWN, None)
-    return Outcome(stdout, kind.group(1), int(lines[-1]) if lines else None)
 
 
 def eager_outcome(summary: Summary) -> Outcome:
