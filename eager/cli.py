@@ -26,6 +26,7 @@ from common.protocol import (
     ChunkReady,
     Delta,
     ExecutionError,
+    Figure,
     Gate,
     GateAction,
     GateDecision,
@@ -123,6 +124,9 @@ def _stack(settings: Settings, executors: int = 1) -> Iterator[Settings]:
         raise click.ClickException(str(exc)) from exc
 
 
+DEFAULT_FIGURES = "eager-figures"
+
+
 class _HumanView:
     """Human output: the answer line by line as it streams, each batch's output set off beside it.
 
@@ -131,9 +135,11 @@ class _HumanView:
     by the terminal.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, figures: Path = Path(DEFAULT_FIGURES), turn: int = 1) -> None:
         self._answer = ""
         self._output: dict[str, str] = {}
+        self._figures = figures
+        self._turn = turn
 
     def show(self, message: Message) -> None:
         if isinstance(message, Delta):
@@ -154,11 +160,13 @@ class _HumanView:
             lines, newline, self._output[message.stream] = text.rpartition("\n")
             if newline:
                 self._print_output(message.stream, lines)
-        elif isinstance(message, (BatchFinished, ExecutionError, Summary)):
+        elif isinstance(message, (Figure, BatchFinished, ExecutionError, Summary)):
             for stream, rest in self._output.items():
                 if rest:
                     self._print_output(stream, rest)
             self._output.clear()
+            if isinstance(message, Figure):
+                self._save(message)
             if isinstance(message, ExecutionError):
                 click.secho(f"  ✗ {message.type} at line {message.line}: {visible(message.message)}", fg="red",
                             bold=True)
@@ -169,6 +177,14 @@ class _HumanView:
                 if self._answer:
                     self._print_answer(self._answer)
                 _print_summary(message)
+
+    def _save(self, figure: Figure) -> None:
+        """A terminal cannot show a PNG: the figure goes to a file, and its path stands where it appeared."""
+        name = f"figure-{figure.number}.png" if self._turn == 1 else f"turn{self._turn}-figure-{figure.number}.png"
+        self._figures.mkdir(parents=True, exist_ok=True)
+        path = self._figures / name
+        path.write_bytes(figure.image())
+        click.secho(f"  🖼 figure {figure.number}: {path}", fg="green")
 
     @staticmethod
     def _print_answer(text: str) -> None:
@@ -207,9 +223,10 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
-def _shower(as_json: bool) -> Callable[[int, Message], None]:
-    """How `eager run` shows each event of turn N: a JSON line (with its turn), or the human view."""
-    view, shown_turn = _HumanView(), 1
+def _shower(as_json: bool, figures: Path = Path(DEFAULT_FIGURES)) -> Callable[[int, Message], None]:
+    """How `eager run` shows each event of turn N: a JSON line (with its turn), or the human view (which writes
+    figures as PNG files under `figures`)."""
+    view, shown_turn = _HumanView(figures), 1
 
     def show(turn: int, message: Message) -> None:
         nonlocal view, shown_turn
@@ -218,7 +235,7 @@ def _shower(as_json: bool) -> Callable[[int, Message], None]:
             click.echo(json.dumps({**data, "turn": turn}))
             return
         if turn != shown_turn:
-            view, shown_turn = _HumanView(), turn
+            view, shown_turn = _HumanView(figures, turn), turn
             click.secho(f"\n=== turn {turn}: the error went back to the model ===", bold=True)
         if not isinstance(message, (ChunkReady, SessionStarted)):
             view.show(message)
@@ -227,11 +244,11 @@ def _shower(as_json: bool) -> Callable[[int, Message], None]:
 
 
 def _solve(settings: Settings, gate: Gate, as_json: bool, prompt: str, repairs: int, model: str | None,
-           timeout_s: float | None = None) -> bool:
+           timeout_s: float | None = None, figures: Path = Path(DEFAULT_FIGURES)) -> bool:
     """The repair loop with every event shown; prints the per-turn report and returns whether it succeeded."""
     with Client(settings) as client:
         report = client.solve(messages=[{"role": "user", "content": prompt}], repairs=repairs, model=model, gate=gate,
-                              timeout_s=timeout_s, on_event=_shower(as_json))
+                              timeout_s=timeout_s, on_event=_shower(as_json, figures))
     if as_json:
         click.echo(json.dumps(report.to_json()))
     else:
@@ -242,13 +259,13 @@ def _solve(settings: Settings, gate: Gate, as_json: bool, prompt: str, repairs: 
 
 def _run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str = REPLAY_PROMPT, raw: bool = False,
              model: str | None = None, timeout_s: float | None = None, batch_chunks: int | None = None,
-             batch_wait_ms: int | None = None) -> Summary:
+             batch_wait_ms: int | None = None, figures: Path = Path(DEFAULT_FIGURES)) -> Summary:
     """One session; `raw`: a completion request (the answer is bare code), else a chat one (markdown)."""
     with Client(settings) as client:
         limits = {"timeout_s": timeout_s, "batch_chunks": batch_chunks, "batch_wait_ms": batch_wait_ms}
         request = {"prompt": prompt} if raw else {"messages": [{"role": "user", "content": prompt}]}
         session = client.submit(**request, model=model, gate=gate, **limits)
-        show = _shower(as_json)
+        show = _shower(as_json, figures)
         try:
             for message in session.events():
                 show(1, message)
@@ -278,10 +295,12 @@ def _run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str = REPLAY
 @click.option("--raw", is_flag=True, help="completion model: the prompt is continued with bare code")
 @click.option("--model", help="model name (default: EAGER_MODEL)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per event; the last is the summary")
+@click.option("--figures", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_FIGURES, show_default=True,
+              help="where the human view writes the figures the program shows (--json carries them base64)")
 @_speed_options
 def run(prompt: str | None, replay_files: tuple[Path, ...], repairs: int, gate: str, batch_chunks: int | None,
-        batch_wait_ms: int | None, timeout_s: float | None, raw: bool, model: str | None, as_json: bool, ttft: float, tps: float,
-        jitter: float, seed: int) -> None:
+        batch_wait_ms: int | None, timeout_s: float | None, raw: bool, model: str | None, as_json: bool,
+        figures: Path, ttft: float, tps: float, jitter: float, seed: int) -> None:
     """Generate code for PROMPT (or replay a recorded answer) and execute it as it is written."""
     if (prompt is None) == (not replay_files):
         raise click.UsageError("give a PROMPT or --replay FILE (one of them)")
@@ -293,11 +312,11 @@ def run(prompt: str | None, replay_files: tuple[Path, ...], repairs: int, gate: 
             _stack(settings) as ready:
         try:
             if repairs:
-                ok = _solve(ready, Gate(gate), as_json, prompt or REPLAY_PROMPT, repairs, model, timeout_s)
+                ok = _solve(ready, Gate(gate), as_json, prompt or REPLAY_PROMPT, repairs, model, timeout_s, figures)
             else:
                 ok = _run_one(ready, Gate(gate), as_json, prompt or REPLAY_PROMPT, raw, model=model,
-                              timeout_s=timeout_s, batch_chunks=batch_chunks,
-                              batch_wait_ms=batch_wait_ms).status.value == "ok"
+                              timeout_s=timeout_s, batch_chunks=batch_chunks, batch_wait_ms=batch_wait_ms,
+                              figures=figures).status.value == "ok"
         except ProtocolError as exc:
             raise click.UsageError(str(exc)) from exc
         except Overloaded as exc:

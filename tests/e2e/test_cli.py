@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import itertools
 import json
 import os
 import pty
@@ -215,3 +217,24 @@ def test_the_human_view_shows_control_characters_and_json_keeps_them(settings, t
         assert all(line in lines for line in SHOWN), out
     summary = json_events(exact)[-1]
     assert summary["status"] == "error" and outcome(summary) == expected and "\x1b]52;c;" in summary["stdout"]
+
+
+FIGURE_ANSWER = ("```python\nimport matplotlib.pyplot as plt\nprint('before')\nplt.plot([1, 2])\nplt.show()\n"
+                 "print('after')\n```\n")
+
+
+@pytest.mark.slow
+def test_run_writes_each_figure_to_a_file_where_it_appeared_and_json_carries_it(settings, tmp_path):
+    figures = tmp_path / "figures"
+    human, as_json = both(lambda: replay(tmp_path, FIGURE_ANSWER, "--figures", str(figures), env=stage_env(settings)),
+                          lambda: replay(tmp_path, FIGURE_ANSWER, "--json", env=stage_env(settings), name="json.md"))
+    assert human.returncode == 0, human.stdout + human.stderr
+    lines = [line.strip() for line in human.stdout.splitlines()]
+    shown = f"🖼 figure 1: {figures / 'figure-1.png'}"
+    assert lines.index("│ before") < lines.index(shown) < lines.index("│ after")
+    assert (figures / "figure-1.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    events = json_events(as_json)
+    kinds = [event["kind"] for event in events if event["kind"] in ("output", "figure")]
+    assert [kind for kind, _ in itertools.groupby(kinds)] == ["output", "figure", "output"]
+    png = next(event["png"] for event in events if event["kind"] == "figure")
+    assert base64.b64decode(png) == (figures / "figure-1.png").read_bytes()
