@@ -17,7 +17,7 @@ caution:
 - `sandboxed` trusts the sandbox: its working directory is private and thrown away and it has
   no network, so writing files or starting processes there is undone by construction. It
   holds only what changes the program's meaning when run early (signal alarms and timers,
-  reading stdin) and, if the deployer opens a way out of the sandbox (`network`, or `files`
+  forks, reading stdin) and, if the deployer opens a way out of the sandbox (`network`, or `files`
   for a mounted shared directory), the calls that would use it.
 
 Both hold whatever the deployer adds by name. A definition (`def`, `class`) gains nothing
@@ -34,7 +34,7 @@ from __future__ import annotations
 import ast
 import builtins
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -58,6 +58,7 @@ FILE_WRITE = "file write"
 TIMING = "timing"
 DYNAMIC = "dynamic execution"
 TIMER = "alarm or timer: runs differently if started early"
+FORK = "forks: run early, the child would end with its batch, before the statements after it exist"
 STDIN = "reads stdin"
 NETWORK = "network"
 SHARED_FILES = "changes files, which may leave the sandbox through a shared directory"
@@ -102,6 +103,10 @@ _SANDBOXED = (
     Rule("signal.alarm", TIMER, exact=True),
     Rule("signal.setitimer", TIMER, exact=True),
     Rule("threading.Timer", TIMER, exact=True),
+    Rule("faulthandler.dump_traceback_later", TIMER, exact=True),
+    Rule("os.fork", FORK, exact=True),
+    Rule("os.forkpty", FORK, exact=True),
+    Rule("pty.fork", FORK, exact=True),
     Rule("input", STDIN, exact=True),
     Rule("sys.stdin", STDIN),
     Rule("fileinput.input", STDIN, exact=True),
@@ -244,7 +249,16 @@ class StaticGate:
         self._call_rules = self.rules.call_rules()
 
     def judge(self, code: str, first_line: int) -> Decision:
-        """The decision for the chunk `code`, whose first line is `first_line` of the generated program."""
+        """The decision for the chunk `code`, whose first line is `first_line` of the generated program.
+        Never raises: a chunk the gate cannot judge (a parse or a walk that fails, where python may still run
+        the program) is held, so it runs with the rest of the program once that is complete, as serial would."""
+        try:
+            return self._judge(code, first_line)
+        except Exception as exc:  # noqa: BLE001 - whatever the gate fails on, the session goes on
+            return Decision(GateAction.HOLD, f"cannot be judged ({exc.__class__.__name__}: {str(exc)[:200]}; "
+                            f"preset {self.rules.preset})", first_line)
+
+    def _judge(self, code: str, first_line: int) -> Decision:
         try:
             tree = ast.parse(code)
         except (SyntaxError, ValueError) as exc:
@@ -295,15 +309,14 @@ class StaticGate:
 
     def _qualify(self, node: ast.expr) -> str | None:
         """The dotted name an expression stands for (`sp.run` -> `subprocess.run`), if it is a name."""
-        if isinstance(node, ast.Name):
-            return self._aliases.get(node.id, node.id)
-        if isinstance(node, ast.Attribute):
-            base = self._qualify(node.value)
-            if base is None:
-                return None
-            qualified = f"{base}.{node.attr}"
-            return qualified[len("builtins."):] if qualified.startswith("builtins.") else qualified
-        return None
+        parts = _dotted(node)
+        if parts is None:
+            return None
+        qualified = self._aliases.get(parts[0], parts[0])
+        for attr in parts[1:]:
+            qualified = f"{qualified}.{attr}"
+            qualified = qualified[len("builtins."):] if qualified.startswith("builtins.") else qualified
+        return qualified
 
     def _candidates(self, node: ast.expr) -> list[str]:
         """What a called name may stand for: itself, or, if it is bound by no import, a name from a star import."""
@@ -322,7 +335,7 @@ class StaticGate:
         later: list[Hit] = []
         # A name is judged once, whole: `sys.stdin.read`, not also its base `sys.stdin`.
         bases = {id(n.value) for n in ast.walk(statement) if isinstance(n, ast.Attribute)}
-        for node, deferred in _walk(statement, deferred=False):
+        for node, deferred in _walk(statement):
             hit = self._judge_node(node, is_base=id(node) in bases)
             if hit is not None:
                 (later if deferred else now).append(hit)
@@ -435,38 +448,52 @@ def _argument(call: ast.Call, position: int, keyword: str, default: str) -> obje
     return default
 
 
+def _dotted(node: ast.expr) -> list[str] | None:
+    """The parts of a dotted name (`a.b.c` -> a, b, c), None if `node` is not one; a loop, not recursion:
+    a chain may be longer than the interpreter's recursion limit."""
+    attrs: list[str] = []
+    while isinstance(node, ast.Attribute):
+        attrs.append(node.attr)
+        node = node.value
+    return [node.id, *reversed(attrs)] if isinstance(node, ast.Name) else None
+
+
 def _written(node: ast.expr, qualified: str) -> str:
-    written = ast.unparse(node)
-    return written if written == qualified else f"{written} ({qualified})"
+    """A held name as the program spells it (and what it resolves to), short enough for a reason."""
+    written = ".".join(_dotted(node) or ["?"])
+    shown = written if written == qualified else f"{written} ({qualified})"
+    return shown if len(shown) <= 200 else shown[:200] + "..."
 
 
-def _walk(node: ast.AST, deferred: bool) -> Iterator[tuple[ast.AST, bool]]:
-    """Every node with whether it runs only later: function bodies run when called, while decorators,
-    default values, annotations, base classes and class bodies run when the definition does."""
-    yield node, deferred
+def _walk(root: ast.AST) -> Iterator[tuple[ast.AST, bool]]:
+    """Every node, in source order, with whether it runs only later: function bodies run when called,
+    while decorators, default values, annotations, base classes and class bodies run when the definition
+    does. An explicit stack, not recursion: one line may nest deeper than the recursion limit (a 600-term
+    sum, a long `elif` chain) and python still runs it."""
+    stack: list[tuple[ast.AST, bool]] = [(root, False)]
+    while stack:
+        node, deferred = stack.pop()
+        yield node, deferred
+        stack.extend(reversed(_children(node, deferred)))
+
+
+def _children(node: ast.AST, deferred: bool) -> list[tuple[ast.AST, bool]]:
     if isinstance(node, ast.ClassDef):
-        yield from _walk_all([*_decorator_calls(node), *node.bases, *node.keywords, *node.body], deferred)
-    elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return [(child, deferred) for child in (*_decorator_calls(node), *node.bases, *node.keywords, *node.body)]
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         now: list[ast.AST] = [*_decorator_calls(node), *node.args.defaults, *(d for d in node.args.kw_defaults if d)]
         now += [a.annotation for a in _arguments(node.args) if a.annotation] + ([node.returns] if node.returns else [])
-        yield from _walk_all(now, deferred)
-        yield from _walk_all(node.body, True)
-    elif isinstance(node, ast.Lambda):
-        yield from _walk_all([*node.args.defaults, *(d for d in node.args.kw_defaults if d)], deferred)
-        yield from _walk(node.body, True)
-    else:
-        yield from _walk_all(ast.iter_child_nodes(node), deferred)
+        return [(child, deferred) for child in now] + [(child, True) for child in node.body]
+    if isinstance(node, ast.Lambda):
+        now = [*node.args.defaults, *(d for d in node.args.kw_defaults if d)]
+        return [(child, deferred) for child in now] + [(node.body, True)]
+    return [(child, deferred) for child in ast.iter_child_nodes(node)]
 
 
 def _decorator_calls(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> list[ast.expr]:
     """A decorator is called with the definition (`@os.system` calls os.system), so it is judged as a call."""
     return [d if isinstance(d, ast.Call) else ast.Call(d, [], [], lineno=d.lineno, col_offset=d.col_offset)
             for d in node.decorator_list]
-
-
-def _walk_all(nodes: Iterable[ast.AST], deferred: bool) -> Iterator[tuple[ast.AST, bool]]:
-    for child in nodes:
-        yield from _walk(child, deferred)
 
 
 def _arguments(args: ast.arguments) -> list[ast.arg]:

@@ -185,6 +185,18 @@ def test_a_held_chunk_waits_for_the_end_and_everything_after_it_runs_serially_fr
     assert gate.finished and gate.batches == 3
 
 
+def test_a_chunk_the_static_gate_cannot_judge_is_held_and_runs_with_the_rest_at_the_end():
+    gate = GateState(Gate.EAGER)
+    chunks = program("x = 1\n", "total = " + " + ".join(["1"] * 10_000) + "\n", "print(x)\n")
+    assert seqs(_arrive(gate, chunks[0])) == [0]
+    held = gate.receive(chunks[1])
+    assert held.action is GateAction.HOLD and held.line == 2 and "RecursionError" in held.reason
+    gate.receive(chunks[2])
+    assert gate.next_batch(0) is None
+    gate.receive(end(chunks=3))
+    assert seqs(gate.next_batch(0)) == [1, 2]
+
+
 def test_chunks_before_a_held_one_still_run_when_the_interpreter_frees_up():
     gate = GateState(Gate.EAGER, STRICT)
     chunks = program("import subprocess as sp\n", "a = 1\n", "sp.run(['true'])\n", "b = 2\n")

@@ -138,6 +138,12 @@ BOTH = [
     (("from sys import stdin\n", "stdin.readline()\n"), "calls stdin.readline (sys.stdin.readline) at line 2"),
     (("text = open(0).read()\n",), "calls open(0) at line 1 (reads stdin"),
     (("import signal\n", "def arm():\n    signal.alarm(1)\n", "arm()\n"), "uses arm at line 4, defined at line 2"),
+    (("import faulthandler\n", "faulthandler.dump_traceback_later(1.0, exit=True)\n"),
+     "calls faulthandler.dump_traceback_later at line 2 (alarm or timer"),
+    (("import os\n", "pid = os.fork()\n"), "calls os.fork at line 2 (forks: run early, the child would end with its batch"),
+    (("from os import fork\n", "if fork() == 0:\n    print('child')\n"), "calls fork (os.fork) at line 2 (forks"),
+    (("import os as o\n", "pid, fd = o.forkpty()\n"), "calls o.forkpty (os.forkpty) at line 2 (forks"),
+    (("import pty\n", "pid, fd = pty.fork()\n"), "calls pty.fork at line 2 (forks"),
 ]
 
 
@@ -267,3 +273,25 @@ def test_a_sandbox_without_its_own_network_opens_the_network_escape():
 def test_common_data_methods_are_not_mistaken_for_file_changes():
     program = ("import pandas as pd\n", "df = pd.DataFrame({'a': [1]})\n", "df = df.rename(columns={'a': 'b'})\n")
     assert last(*program).action is GateAction.RUN
+
+
+DEEP_SUM = "total = " + " + ".join(["1"] * 600) + "\n"
+LONG_ELIF = "x = 3\nif x == 0:\n    y = 0\n" + "".join(f"elif x == {i}:\n    y = {i}\n" for i in range(1, 500))
+
+
+@pytest.mark.parametrize("preset", list(Preset))
+@pytest.mark.parametrize("code", [DEEP_SUM, LONG_ELIF], ids=["600-term sum", "500-branch elif"])
+def test_a_chunk_nested_deeper_than_the_recursion_limit_is_judged(code, preset):
+    assert last(code, preset=preset) == Decision(GateAction.RUN)
+    held = last("import os\n", code.replace("1 + 1", "os.fork() + 1", 1).replace("y = 499\n", "y = os.fork()\n"),
+                preset=preset)
+    assert held.action is GateAction.HOLD and "calls os.fork at line" in held.reason
+
+
+def test_a_chunk_the_gate_fails_on_is_held_with_the_reason():
+    """Python refuses a 10000-term sum too (RecursionError while compiling): the gate holds it, and the
+    interpreter, running it with the rest of the program, reports what python reports."""
+    decision = last("total = " + " + ".join(["1"] * 10_000) + "\n", preset="sandboxed")
+    assert decision.action is GateAction.HOLD and decision.line == 1
+    assert decision.reason.startswith("cannot be judged (RecursionError: maximum recursion depth exceeded")
+    assert decision.reason.endswith("; preset sandboxed)")
