@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.protocol import MAX_OUTPUT_BYTES
+
 
 def _setting(default: Any, env: str, doc: str, fallback_env: str | None = None) -> Any:
     return field(default=default, metadata={"env": env, "doc": doc, "fallback_env": fallback_env})
@@ -39,7 +41,7 @@ class Settings:
     sandbox_processes: int = _setting(128, "EAGER_SANDBOX_PROCESSES", "processes and threads of one sandbox (RLIMIT_NPROC of its slot uid; only when the executor is root)")
     sandbox_open_files: int = _setting(512, "EAGER_SANDBOX_OPEN_FILES", "open files of each sandboxed process (RLIMIT_NOFILE)")
     sandbox_file_size_mb: int = _setting(256, "EAGER_SANDBOX_FILE_SIZE_MB", "largest file a sandboxed process may write, MB (RLIMIT_FSIZE)")
-    sandbox_output_bytes: int = _setting(8_000_000, "EAGER_SANDBOX_OUTPUT_BYTES", "stdout+stderr kept per session; the rest is cut with a marker and the session goes on")
+    sandbox_output_bytes: int = _setting(MAX_OUTPUT_BYTES, "EAGER_SANDBOX_OUTPUT_BYTES", f"stdout+stderr kept per session (at most {MAX_OUTPUT_BYTES}, what one message carries); the rest is cut with a marker and the session goes on")
     sandbox_uid_base: int = _setting(20001, "EAGER_SANDBOX_UID_BASE", "first slot uid: as root each interpreter runs as a uid of its own from here on")
     sandbox_slots: int = _setting(64, "EAGER_SANDBOX_SLOTS", "number of slot uids, shared by every executor on the host")
     sandbox_slot_dir: str = _setting("/run/eager-slots", "EAGER_SANDBOX_SLOT_DIR", "lock files claiming slot uids across processes (root-owned, not writable by others)")
@@ -54,6 +56,12 @@ class Settings:
     preload: str = _setting("numpy,pandas", "EAGER_PRELOAD", "modules warm interpreters import while they wait (comma list; hidden from the program until it imports them)")
     turn_idle_s: float = _setting(120.0, "EAGER_TURN_IDLE_S", "how long an executor keeps a conversation's interpreter waiting for its next turn")
     max_queued: int = _setting(0, "EAGER_MAX_QUEUED", "admission limit: a client refuses a new session (Overloaded) while this many wait in the executor queue (0: no limit)")
+
+    def __post_init__(self) -> None:
+        """A session's kept output travels in its Summary, one message: a larger cap would lose the Summary."""
+        if not 0 <= self.sandbox_output_bytes <= MAX_OUTPUT_BYTES:
+            raise ValueError(f"EAGER_SANDBOX_OUTPUT_BYTES={self.sandbox_output_bytes}: expected 0 to {MAX_OUTPUT_BYTES}, "
+                             "what one message can carry")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -44,6 +44,11 @@ SCHEMA_VERSION = 1
 # Larger than any prompt a model's context takes (and than any chunk or output event, which the
 # sandbox caps well below), small enough that one message cannot stall a stage or Redis.
 MAX_BODY_CHARS = 4_000_000
+# The most output a session may keep (EAGER_SANDBOX_OUTPUT_BYTES): with an error's texts cut to
+# ERROR_TEXT_CHARS, a Summary carrying that much plain text fits one message. Output that JSON
+# escapes to more (control characters take 6 characters each) is cut to fit when the Summary is sent.
+MAX_OUTPUT_BYTES = 3_000_000
+ERROR_TEXT_CHARS = 20_000  # an error's message, its traceback and a Summary's detail are cut to about this
 
 PRODUCER_GROUP = "producer"
 DETECTOR_GROUP = "detector"
@@ -523,13 +528,47 @@ def _from_data(cls: type[Message], data: dict[str, Any]) -> Any:
         raise ProtocolError(f"bad {cls.kind} message: {exc}") from exc
 
 
+def _body(message: Message) -> str:
+    return json.dumps({k: v for k, v in to_data(message).items() if k != "kind"}, separators=(",", ":"))
+
+
 def encode(message: Message) -> dict[str, str]:
     """Stream fields: the version and kind stay readable in redis-cli; the body is JSON."""
-    body = {k: v for k, v in to_data(message).items() if k != "kind"}
-    data = json.dumps(body, separators=(",", ":"))
+    data = _body(message)
     if len(data) > MAX_BODY_CHARS:
         raise ProtocolError(f"a {message.kind} of {len(data)} characters is over the limit of {MAX_BODY_CHARS}")
     return {"v": str(SCHEMA_VERSION), "kind": message.kind, "data": data}
+
+
+def clip(text: str, limit: int = ERROR_TEXT_CHARS) -> str:
+    """`text`, or if it is longer than `limit` characters its head and tail around a visible marker: an
+    error's message and traceback must fit a message, and both ends are what a reader looks at."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[eager: {len(text) - 2 * half} characters cut]\n{text[len(text) - half:]}"
+
+
+def fitting(summary: Summary) -> Summary:
+    """The summary as one message carries it: whole if it fits, else with as much of its stdout as fits
+    (counted as encoded, escapes included) and a marker, `detail` saying so. The output events carried all
+    of it; a summary that could not be sent would leave the client with no terminal event."""
+    if len(_body(summary)) <= MAX_BODY_CHARS:
+        return summary
+    stdout = summary.stdout
+    note = (f"the summary's stdout is cut to fit one message of {MAX_BODY_CHARS} characters; "
+            "the output events carry all of it")
+    marker = "\n[eager: stdout cut here to fit the summary; the output events carry all of it]\n"
+    bare = dataclasses.replace(summary, stdout=marker, detail="; ".join(filter(None, (summary.detail, note))))
+    budget = MAX_BODY_CHARS - len(_body(bare))
+    low, high = 0, min(len(stdout), max(budget, 0))  # the longest prefix that fits is low to high characters
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(json.dumps(stdout[:middle])) - 2 <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return dataclasses.replace(bare, stdout=stdout[:low] + marker)
 
 
 def decode(fields: dict[str, str] | dict[bytes, bytes]) -> Message:

@@ -45,6 +45,7 @@ from pathlib import Path
 import psutil
 
 from common.config import Settings
+from common.protocol import MAX_OUTPUT_BYTES
 
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before fork: preexec only calls it
 _CLONE_NEWNET = 0x40000000
@@ -73,7 +74,7 @@ class SandboxConfig:
     processes: int = 128
     open_files: int = 512
     file_size_mb: int = 256
-    output_bytes: int = 8_000_000
+    output_bytes: int = MAX_OUTPUT_BYTES
     uid_base: int = 20001
     slots: int = 64
     slot_dir: str = "/run/eager-slots"

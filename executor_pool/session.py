@@ -41,6 +41,8 @@ from common.protocol import (
     SessionStatus,
     Summary,
     TurnRequest,
+    clip,
+    fitting,
 )
 from common.streams import decode_entries, publish
 from executor_pool.conversation import Interpreters, SetupFailed, TurnWait
@@ -349,12 +351,12 @@ class SessionRunner:
             batches=self.gate.batches,
             finish_reason=generation.finish_reason.value if generation else None,
             tokens=generation.tokens if generation else None,
-            detail=stop.detail,
+            detail=None if stop.detail is None else clip(stop.detail),
             started_ns=self._started_ns,
             turn=self.turn,
             interpreter_kept=kept,
         )
-        self._safely(lambda: self._publish(summary))
+        self._safely(lambda: self._publish(fitting(summary)))
         return summary
 
     def _await_generation_end(self) -> None:
@@ -374,7 +376,9 @@ class SessionRunner:
 
 
 def _error_dict(type_: str, message: str, line: int | None, traceback: str) -> dict:
-    return {"type": type_, "message": message, "line": line, "traceback": traceback}
+    """An error as the ExecutionError and the Summary carry it: a long message and traceback (an exception
+    raised with a 4 M character message) are cut with a marker, so both fit one message."""
+    return {"type": type_, "message": clip(message), "line": line, "traceback": clip(traceback)}
 
 
 def _error_of(error: CodeError) -> dict:

@@ -478,6 +478,7 @@ def _walk(root: ast.AST) -> Iterator[tuple[ast.AST, bool]]:
 
 
 def _children(node: ast.AST, deferred: bool) -> list[tuple[ast.AST, bool]]:
+    """The nodes `_walk` visits below `node`, in source order, each with whether it runs only later."""
     if isinstance(node, ast.ClassDef):
         return [(child, deferred) for child in (*_decorator_calls(node), *node.bases, *node.keywords, *node.body)]
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):

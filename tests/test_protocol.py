@@ -1,10 +1,12 @@
 """The wire protocol: keys carry the session's hash tag; every message round-trips; bad input is refused."""
 
+import dataclasses
 import json
 
 import pytest
 
 from common import protocol as p
+from common.config import Settings
 
 
 def test_every_session_key_shares_one_hash_tag():
@@ -84,3 +86,47 @@ def test_summary_latencies_are_derived_from_timestamps():
     assert (s.ttft_s, s.generation_s, s.e2e_s) == (0.3, 5.0, 5.25)
     assert s.non_overlapped_s == pytest.approx(0.25)
     assert p.Summary(p.SessionStatus.OK, p.Gate.EAGER, 0, 9, "", generation_end_ns=5, execution_end_ns=4).non_overlapped_s == 0
+
+
+def test_a_long_text_is_clipped_head_and_tail_around_a_marker():
+    assert p.clip("short") == "short"
+    text = "a" * 30_000 + "z" * 30_000
+    clipped = p.clip(text)
+    assert clipped == "a" * 10_000 + "\n[eager: 40000 characters cut]\n" + "z" * 10_000
+
+
+@pytest.mark.parametrize("stdout", ["x" * p.MAX_OUTPUT_BYTES, "\x01" * p.MAX_OUTPUT_BYTES, "🙂é" * 1_000_000],
+                         ids=["plain", "control characters", "non-ascii"])
+def test_a_summary_is_sent_whole_if_it_fits_else_with_as_much_stdout_as_fits(stdout):
+    error = {"type": "Exception", "message": p.clip("\x00" * 4_000_000), "line": 1,
+             "traceback": p.clip("\x00" * 4_000_000)}
+    summary = p.Summary(p.SessionStatus.ERROR, p.Gate.EAGER, 1, 2, stdout, error=error, detail="why")
+    sent = p.decode(p.encode(p.fitting(summary)))  # encodes: under the body limit
+    assert sent.status is p.SessionStatus.ERROR and sent.error == error
+    if len(json.dumps(stdout)) < p.MAX_BODY_CHARS - 500_000:
+        assert sent == summary
+        return
+    kept, marker = sent.stdout.split("\n[eager: stdout cut here")
+    assert stdout.startswith(kept) and len(kept) > 100_000
+    assert marker == " to fit the summary; the output events carry all of it]\n"
+    assert sent.detail == (f"why; the summary's stdout is cut to fit one message of {p.MAX_BODY_CHARS} characters; "
+                           "the output events carry all of it")
+    one_more = dataclasses.replace(sent, stdout=stdout[:len(kept) + 1] + "\n[eager: stdout cut here" + marker)
+    with pytest.raises(p.ProtocolError, match="over the limit"):  # as much as fits: one more character does not
+        p.encode(one_more)
+
+
+def test_the_output_cap_is_at_most_what_one_summary_carries():
+    assert Settings().sandbox_output_bytes == p.MAX_OUTPUT_BYTES
+    assert Settings.from_env({"EAGER_SANDBOX_OUTPUT_BYTES": "1000"}).sandbox_output_bytes == 1000
+    with pytest.raises(ValueError, match="EAGER_SANDBOX_OUTPUT_BYTES=8000000: expected 0 to 3000000"):
+        Settings.from_env({"EAGER_SANDBOX_OUTPUT_BYTES": "8000000"})
+
+
+def test_the_largest_output_event_and_error_fit_one_message():
+    """The executor publishes output as it reads it, at most READ_SIZE bytes at a time, and cuts an error's texts:
+    even escaped six-fold (control characters), neither is over the body limit."""
+    from executor_pool.interpreter import READ_SIZE, truncation_marker
+
+    p.encode(p.Output(0, "stdout", "\x01" * READ_SIZE + truncation_marker(p.MAX_OUTPUT_BYTES), 1))
+    p.encode(p.ExecutionError("E" * 100, p.clip("\x01" * 5_000_000), 1, p.clip("\x01" * 5_000_000), 1))
