@@ -5,7 +5,8 @@ Redis, the sandboxed interpreter) under the `eager` and `serial` gates, as a mar
 raw code, at a slow and a fast token rate, so batch boundaries fall in different places. All must
 agree on stdout, the error's type and the error's line. A SyntaxError is the one honest difference
 (DESIGN.md): eager may already have run the valid statements before it, so only its type and line
-are compared.
+are compared. Programs whose output or error is larger than one message (OVERSIZED) agree within
+the sandbox's output cap, their error texts cut with a marker, and still end with their Summary.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from pathlib import Path
 import pytest
 
 from common.config import Settings
-from common.protocol import SessionStatus, Summary
+from common.protocol import MAX_BODY_CHARS, ExecutionError, Message, Output, SessionStatus, Summary, clip
 from eager.client import Client
 from eager.replay import ReplayServer, SpeedProfile
+from executor_pool.interpreter import truncation_marker
 from tests.conftest import ProcfileStack, _cleanup
-from tests.helpers import UNSHOWN, Outcome, answer_of, python_outcome
+from tests.helpers import UNSHOWN, Outcome, answer_of, collect, python_outcome
 
 pytestmark = pytest.mark.slow
 
@@ -249,6 +251,42 @@ PROGRAMS = {
         import signal
         print(signal.getsignal(signal.SIGINT))
         """,
+    # nested deeper than the recursion limit on one line: the static gate walks it with a stack
+    "600-term-sum": "total = " + "+".join(["1"] * 600) + "\nprint('total', total)\n",
+    # what would run differently early is held under the default preset, and runs with the rest
+    "fork": """\
+        import os
+        from os import fork
+        print("parent starts", flush=True)
+        pid = fork()
+        if pid == 0:
+            print("the child runs the statements after the fork", flush=True)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("child exited with", os.waitstatus_to_exitcode(status))
+        """,
+    # run early, the timer fires while the model still writes the rest (a second at the slow rate)
+    "faulthandler-timer": """\
+        import faulthandler
+        faulthandler.dump_traceback_later(0.4, exit=True)
+        squares = [n * n for n in range(10)]
+        print("squares", squares)
+        words = "the quick brown fox jumps over the lazy dog".split()
+        print("longest", max(words, key=len), "shortest", min(words, key=len))
+        table = [(word, len(word), word.upper()) for word in words if len(word) > 3]
+        for word, size, upper in table:
+            print(f"{word:>8} {size:3d} {upper}")
+        evens = [value for value in range(40) if value % 2 == 0 and value % 3 != 0]
+        print("evens", evens, "sum", sum(evens), "mean", sum(evens) / len(evens))
+        faulthandler.cancel_dump_traceback_later()
+        print("done")
+        """,
+}
+# More than one message carries (MAX_BODY_CHARS as JSON): each must still end with its Summary.
+OVERSIZED = {
+    "print-5M": 'print("x" * 5_000_000)\nprint("after")\n',
+    "error-4M": 'print("before")\nraise ValueError("y" * 4_000_000)\n',
+    "control-characters-1M": 'print("\\x01" * 1_000_000)\nprint("end")\n',
 }
 
 
@@ -259,9 +297,10 @@ def eager_outcome(summary: Summary) -> Outcome:
 
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Settings]]:
-    """One stack per token rate (two executors each, one preloading), serving every program as markdown and raw."""
+    """One stack per token rate (four executors each: a program's four sessions run at once; one rate preloading),
+    serving every program as markdown and raw."""
     answers = {}
-    for name, body in PROGRAMS.items():
+    for name, body in {**PROGRAMS, **OVERSIZED}.items():
         code = textwrap.dedent(body).lstrip("\n")
         answers[name] = answer_of(code)
         answers[f"{name}-raw"] = code
@@ -275,7 +314,7 @@ def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Setti
             stack = ProcfileStack(dataclasses.replace(base, model_base_url=server.base_url),
                                   tmp_path_factory.mktemp(rate))
             started.append((server, stack))
-            for name in ("producer", "detector", "executor", "executor-2"):
+            for name in ("producer", "detector", "executor", "executor-2", "executor-3", "executor-4"):
                 stack.spawn(name, name.split("-")[0])
             stack.wait_alive()
             by_rate[rate] = stack.settings
@@ -287,34 +326,69 @@ def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Setti
             _cleanup(stack.settings)
 
 
-def run_everywhere(settings: Settings, name: str) -> dict[str, Summary]:
-    """The program under both gates, as markdown and as raw code."""
-    runs = {}
+def run_everywhere(settings: Settings, name: str) -> dict[str, tuple[list[Message], Summary]]:
+    """The program under both gates, as markdown and as raw code, its sessions submitted at once."""
     with Client(settings) as client:
+        sessions = {}
         for gate in ("eager", "serial"):
-            chat = client.submit(messages=[{"role": "user", "content": "go"}], model=name, gate=gate)
-            runs[f"{gate}/markdown"] = chat.result()
-            raw = client.submit(prompt="# go\n", model=f"{name}-raw", gate=gate)
-            runs[f"{gate}/raw"] = raw.result()
-    return runs
+            sessions[f"{gate}/markdown"] = client.submit(messages=[{"role": "user", "content": "go"}], model=name,
+                                                         gate=gate)
+            sessions[f"{gate}/raw"] = client.submit(prompt="# go\n", model=f"{name}-raw", gate=gate)
+        return {how: collect(session) for how, session in sessions.items()}
+
+
+def everywhere(stacks: dict[str, Settings], name: str) -> Iterator[tuple[str, list[Message], Summary]]:
+    """(where, events, summary) of the program at every rate, gate and answer format; the rates run at once."""
+    with ThreadPoolExecutor(len(stacks)) as pool:
+        by_rate = dict(zip(stacks, pool.map(lambda settings: run_everywhere(settings, name), stacks.values())))
+    for rate, runs in by_rate.items():
+        for how, (events, summary) in runs.items():
+            yield f"{name} {rate} {how}: {summary.status} {summary.detail or ''}", events, summary
 
 
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_eager_and_serial_print_what_python_prints(stacks: dict[str, Settings], name: str, tmp_path: Path) -> None:
     code = textwrap.dedent(PROGRAMS[name]).lstrip("\n")
     expected = python_outcome(code, tmp_path)
-    with ThreadPoolExecutor(len(stacks)) as pool:
-        by_rate = dict(zip(stacks, pool.map(lambda settings: run_everywhere(settings, name), stacks.values())))
-    for rate, runs in by_rate.items():
-        for how, summary in runs.items():
-            where = f"{name} {rate} {how}: {summary.status} {summary.detail or ''}"
-            got = eager_outcome(summary)
-            if expected.error_type == "SyntaxError":
-                assert summary.status is SessionStatus.SYNTAX_ERROR, where
-                assert (got.error_type, got.error_line) == (expected.error_type, expected.error_line), where
-                continue
-            if expected.error_type == UNSHOWN:
-                assert got.stdout == expected.stdout and summary.status is SessionStatus.ERROR, where
-                continue
-            assert got == expected, where
-            assert summary.status is (SessionStatus.OK if expected.error_type is None else SessionStatus.ERROR), where
+    for where, _, summary in everywhere(stacks, name):
+        got = eager_outcome(summary)
+        if expected.error_type == "SyntaxError":
+            assert summary.status is SessionStatus.SYNTAX_ERROR, where
+            assert (got.error_type, got.error_line) == (expected.error_type, expected.error_line), where
+            continue
+        if expected.error_type == UNSHOWN:
+            assert got.stdout == expected.stdout and summary.status is SessionStatus.ERROR, where
+            continue
+        assert got == expected, where
+        assert summary.status is (SessionStatus.OK if expected.error_type is None else SessionStatus.ERROR), where
+
+
+def printed(events: list[Message]) -> str:
+    return "".join(e.text for e in events if isinstance(e, Output) and e.stream == "stdout")
+
+
+@pytest.mark.parametrize("name", list(OVERSIZED))
+def test_output_and_errors_larger_than_a_message_still_end_with_their_summary(stacks: dict[str, Settings], name: str,
+                                                                              tmp_path: Path) -> None:
+    """Python prints it all; eager keeps the sandbox's output cap of it and cuts an error's long texts with a
+    marker, and a Summary whose stdout escapes to more than one message carries as much as fits, saying so."""
+    expected = python_outcome(OVERSIZED[name], tmp_path)
+    cap = next(iter(stacks.values())).sandbox_output_bytes
+    for where, events, summary in everywhere(stacks, name):
+        got = eager_outcome(summary)
+        assert (got.error_type, got.error_line) == (expected.error_type, expected.error_line), where
+        assert summary.status is (SessionStatus.OK if expected.error_type is None else SessionStatus.ERROR), where
+        if name == "print-5M":
+            assert summary.stdout == expected.stdout[:cap] + truncation_marker(cap), where
+            assert printed(events) == summary.stdout, where
+        elif name == "error-4M":
+            assert summary.stdout == expected.stdout == "before\n", where
+            assert summary.error["message"] == clip("y" * 4_000_000), where
+            assert "characters cut]" in summary.error["traceback"], where
+            assert summary.error["traceback"].endswith("y" * 1000 + "\n"), where
+            assert [e.message for e in events if isinstance(e, ExecutionError)] == [summary.error["message"]], where
+        else:
+            assert printed(events) == expected.stdout, where  # the output events carry it all
+            kept, _ = summary.stdout.split("\n[eager: stdout cut here to fit the summary", 1)
+            assert expected.stdout.startswith(kept) and len(kept) > MAX_BODY_CHARS // 7, where
+            assert "the summary's stdout is cut to fit one message" in summary.detail, where
