@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from common.config import Settings
-from executor_pool._runner import FILENAME
+from executor_pool._runner import FILENAME, MAX_FIGURE_BYTES
 from executor_pool.sandbox import Sandbox, SandboxConfig, SandboxError
 
 RUNNER = Path(__file__).with_name("_runner.py")
@@ -462,7 +462,7 @@ class Interpreter:
                 png = base64.b64decode(str(frame["png"]), validate=True)
             except (KeyError, ValueError):
                 self._fail(InterpreterDied(self._status(), "malformed figure frame"))
-            if len(png) > self._output_left:
+            if len(png) > min(self._output_left, MAX_FIGURE_BYTES):  # the runner refuses larger: one message carries it
                 self._output_left = 0
                 on_output("stderr", f"\n[eager: a figure of {len(png)} bytes is past the output limit]\n")
             elif on_figure is not None:

@@ -1,5 +1,6 @@
 """The wire protocol: keys carry the session's hash tag; every message round-trips; bad input is refused."""
 
+import base64
 import dataclasses
 import json
 
@@ -123,10 +124,13 @@ def test_the_output_cap_is_at_most_what_one_summary_carries():
         Settings.from_env({"EAGER_SANDBOX_OUTPUT_BYTES": "8000000"})
 
 
-def test_the_largest_output_event_and_error_fit_one_message():
-    """The executor publishes output as it reads it, at most READ_SIZE bytes at a time, and cuts an error's texts:
-    even escaped six-fold (control characters), neither is over the body limit."""
+def test_the_largest_output_figure_and_error_events_fit_one_message():
+    """The executor publishes output as it reads it, at most READ_SIZE bytes at a time, a figure of at most
+    MAX_FIGURE_BYTES, and cuts an error's texts: even escaped six-fold (control characters), none is over the
+    body limit."""
+    from executor_pool._runner import MAX_FIGURE_BYTES
     from executor_pool.interpreter import READ_SIZE, truncation_marker
 
     p.encode(p.Output(0, "stdout", "\x01" * READ_SIZE + truncation_marker(p.MAX_OUTPUT_BYTES), 1))
+    p.encode(p.Figure(0, 1, base64.b64encode(b"\xff" * MAX_FIGURE_BYTES).decode("ascii"), 1))
     p.encode(p.ExecutionError("E" * 100, p.clip("\x01" * 5_000_000), 1, p.clip("\x01" * 5_000_000), 1))
