@@ -33,6 +33,23 @@ class Judgement:
     verdict: Verdict
     body: list[ast.stmt] | None = None
     error: SyntaxError | None = None
+    error_type: str = "SyntaxError"  # or what else the compiler refuses a program with (RecursionError)
+
+
+def _parse(code: str) -> list[ast.stmt]:
+    """`ast.parse`, with a statement too deep for the compiler (a 10,000-term sum: python refuses the whole
+    program with RecursionError before running any of it) raised as _TooDeep, to be judged invalid."""
+    try:
+        return ast.parse(code).body
+    except (RecursionError, MemoryError) as exc:
+        raise _TooDeep(type(exc).__name__) from None
+
+
+class _TooDeep(Exception):
+    def invalid(self) -> Judgement:
+        message = "maximum recursion depth exceeded during compilation" if self.args[0] == "RecursionError" \
+            else "out of memory during compilation"
+        return Judgement(Verdict.INVALID, error=SyntaxError(message, ("<eager>", 1, 1, None)), error_type=self.args[0])
 
 
 def judge(before: str, line: str) -> Judgement:
@@ -50,9 +67,11 @@ def judge(before: str, line: str) -> Judgement:
     if not _logical_line_closed(before):
         return Judgement(Verdict.KEEP)
     try:
-        body = ast.parse(before).body
+        body = _parse(before)
     except (SyntaxError, ValueError):
         return _invalid(before, line)
+    except _TooDeep as too_deep:
+        return too_deep.invalid()
     return Judgement(Verdict.FINAL, body=body) if body else Judgement(Verdict.KEEP)
 
 
@@ -64,11 +83,13 @@ def _invalid(before: str, line: str) -> Judgement:
     if not ends_line(line):
         return Judgement(Verdict.NOT_YET)
     try:
-        ast.parse(before + line)
+        _parse(before + line)
     except SyntaxError as error:
         return Judgement(Verdict.INVALID, error=error)
     except ValueError as error:
         return Judgement(Verdict.INVALID, error=SyntaxError(str(error)))
+    except _TooDeep as too_deep:
+        return too_deep.invalid()
     return Judgement(Verdict.KEEP)
 
 
@@ -96,8 +117,10 @@ def _logical_line_closed(before: str) -> bool:
 def parse_whole(code: str) -> Judgement:
     """Judge code whose end is known (a closed block or the end of the answer)."""
     try:
-        return Judgement(Verdict.FINAL, body=ast.parse(code).body)
+        return Judgement(Verdict.FINAL, body=_parse(code))
     except SyntaxError as error:
         return Judgement(Verdict.INVALID, error=error)
     except ValueError as error:
         return Judgement(Verdict.INVALID, error=SyntaxError(str(error)))
+    except _TooDeep as too_deep:
+        return too_deep.invalid()

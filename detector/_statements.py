@@ -151,4 +151,4 @@ class StatementSplitter:
         error = judgement.error
         assert error is not None
         line = self._first_line + (error.lineno or 1) - 1
-        return SyntaxProblem(line, error.msg, type(error).__name__)
+        return SyntaxProblem(line, error.msg, judgement.error_type)

@@ -54,6 +54,7 @@ class Outcome:
     stdout: str
     error_type: str | None
     error_line: int | None
+    refused: bool = False  # the compiler refused the whole program with an error other than SyntaxError
 
 
 def python_outcome(code: str, directory: Path) -> Outcome:
@@ -69,4 +70,4 @@ def python_outcome(code: str, directory: Path) -> Outcome:
     kind = re.match(r"([\w.]+)(:|$)", last)
     if kind is None:  # a sys.excepthook of the program's showed the error its own way
         return Outcome(stdout, UNSHOWN, None)
-    return Outcome(stdout, kind.group(1), int(lines[-1]) if lines else None)
+    return Outcome(stdout, kind.group(1), int(lines[-1]) if lines else None, refused=last.endswith("during compilation"))

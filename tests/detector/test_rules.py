@@ -706,3 +706,23 @@ def test_draining_late_changes_nothing(name: str, raw: bool) -> None:
         for c in chunks:
             lb = lower_bound(x, groups, c)
             assert c.emitted_at <= len(answer) and (lb is None or c.emitted_at >= lb), (c, lb, every)
+
+
+@pytest.mark.parametrize("raw", [True, False])
+@pytest.mark.parametrize("cut", [None, 7, 20000])
+def test_a_statement_too_deep_for_the_compiler_is_invalid_where_it_starts(raw: bool, cut: int | None) -> None:
+    """python refuses a 10,000-term sum while compiling (RecursionError) and runs nothing: the detector says so
+    at the statement's line, after the statements before it, instead of dying with the parser's RecursionError."""
+    code = "print('a')\nx = " + "+".join(["1"] * 10000) + "\nprint(x)\n"
+    text = code if raw else f"```python\n{code}```\n"
+    detector = Detector(raw=raw)
+    for piece in ([text] if cut is None else [text[:cut], text[cut:]]):
+        detector.receive_data(piece)
+    detector.receive_eof()
+    events = []
+    while (event := detector.next_event()) is not NEED_DATA:
+        events.append(event)
+    assert [type(event) for event in events[:2]] == [Chunk, CodeInvalid]
+    assert events[0].code == "print('a')\n"
+    assert (events[1].line, events[1].error_type) == (2, "RecursionError")
+    assert "during compilation" in events[1].message

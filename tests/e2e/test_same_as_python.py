@@ -253,6 +253,8 @@ PROGRAMS = {
         """,
     # nested deeper than the recursion limit on one line: the static gate walks it with a stack
     "600-term-sum": "total = " + "+".join(["1"] * 600) + "\nprint('total', total)\n",
+    # python's compiler refuses an expression 4,000 deep (RecursionError during compilation) and runs nothing
+    "too-deep-for-the-compiler": "print('first')\ntotal = " + "-" * 4000 + "1\nprint(total)\n",
     # what would run differently early is held under the default preset, and runs with the rest
     "fork": """\
         import os
@@ -355,6 +357,9 @@ def test_eager_and_serial_print_what_python_prints(stacks: dict[str, Settings], 
         if expected.error_type == "SyntaxError":
             assert summary.status is SessionStatus.SYNTAX_ERROR, where
             assert (got.error_type, got.error_line) == (expected.error_type, expected.error_line), where
+            continue
+        if expected.refused:  # python names no line: eager names the statement's
+            assert summary.status is SessionStatus.SYNTAX_ERROR and got.error_type == expected.error_type, where
             continue
         if expected.error_type == UNSHOWN:
             assert got.stdout == expected.stdout and summary.status is SessionStatus.ERROR, where
