@@ -16,8 +16,9 @@ from typing import Any
 from common.protocol import MAX_OUTPUT_BYTES
 
 
-def _setting(default: Any, env: str, doc: str, fallback_env: str | None = None) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc, "fallback_env": fallback_env})
+def _setting(default: Any, env: str, doc: str, fallback_env: str | None = None, shown: str | None = None) -> Any:
+    """`shown`: the default as the table prints it, when the empty default stands for a choice made at run time."""
+    return field(default=default, metadata={"env": env, "doc": doc, "fallback_env": fallback_env, "shown": shown})
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,16 @@ class Settings:
     batch_timeout_s: float = _setting(60.0, "EAGER_BATCH_TIMEOUT_S", "wall time of one batch in the interpreter")
     lease_s: float = _setting(3.0, "EAGER_LEASE_S", "a stage that stops renewing its lease on a session for this long is presumed dead, and the session ends")
     cancel_wait_s: float = _setting(2.0, "EAGER_CANCEL_WAIT_S", "how long an executor waits, after cancelling, to learn how generation ended")
-    interpreter_python: str = _setting("", "EAGER_INTERPRETER_PYTHON", "the Python that runs generated code (the sandbox user must be able to run it)")
+    interpreter_python: str = _setting("", "EAGER_INTERPRETER_PYTHON", "the Python that runs generated code (the sandbox user must be able to run it)",
+                                       shown="the checkout's .venv-sandbox, else the executor's Python if the sandbox user can run it, else /usr/bin/python3")
     sandbox_cpu_s: int = _setting(300, "EAGER_SANDBOX_CPU_S", "CPU seconds of each sandboxed process (RLIMIT_CPU; past it the session ends limit_exceeded)")
-    sandbox_memory_mb: int = _setting(4096, "EAGER_SANDBOX_MEMORY_MB", "address space of each sandboxed process, MB (RLIMIT_AS; past it allocations raise MemoryError)")
-    sandbox_processes: int = _setting(128, "EAGER_SANDBOX_PROCESSES", "processes and threads of one sandbox (RLIMIT_NPROC of its slot uid; only when the executor is root)")
+    sandbox_memory_mb: int = _setting(4096, "EAGER_SANDBOX_MEMORY_MB", "address space of each sandboxed process (RLIMIT_AS; past it allocations raise MemoryError) and memory of the whole sandbox (its cgroup), MB")
+    sandbox_processes: int = _setting(128, "EAGER_SANDBOX_PROCESSES", "processes and threads of one sandbox (its cgroup's pids.max and RLIMIT_NPROC of its slot uid; only when the executor is root)")
     sandbox_open_files: int = _setting(512, "EAGER_SANDBOX_OPEN_FILES", "open files of each sandboxed process (RLIMIT_NOFILE)")
     sandbox_file_size_mb: int = _setting(256, "EAGER_SANDBOX_FILE_SIZE_MB", "largest file a sandboxed process may write, MB (RLIMIT_FSIZE)")
+    sandbox_disk_mb: int = _setting(1024, "EAGER_SANDBOX_DISK_MB", "size of the jail's private tmpfs: working directory, /tmp and /dev/shm together, MB (its pages count as the sandbox's memory)")
+    sandbox_isolation: str = _setting("", "EAGER_SANDBOX_ISOLATION", "require: refuse to run code without every layer of the jail (see `eager config`); best-effort: run with the layers the host allows",
+                                      shown="require as root, else best-effort")
     sandbox_output_bytes: int = _setting(MAX_OUTPUT_BYTES, "EAGER_SANDBOX_OUTPUT_BYTES", f"stdout+stderr kept per session (at most {MAX_OUTPUT_BYTES}, what one message carries); the rest is cut with a marker and the session goes on")
     sandbox_uid_base: int = _setting(20001, "EAGER_SANDBOX_UID_BASE", "first slot uid: as root each interpreter runs as a uid of its own from here on")
     sandbox_slots: int = _setting(64, "EAGER_SANDBOX_SLOTS", "number of slot uids, shared by every executor on the host")
@@ -94,7 +99,6 @@ class Settings:
         rows = []
         for f in dataclasses.fields(cls):
             env = f.metadata["env"] + (f" (or {f.metadata['fallback_env']})" if f.metadata["fallback_env"] else "")
-            default = ("the checkout's .venv-sandbox, else the executor's Python if the sandbox user can run it, "
-                       "else /usr/bin/python3" if f.name == "interpreter_python" else str(f.default))
+            default = f.metadata["shown"] or str(f.default)
             rows.append((env, default, f.metadata["doc"]))
         return rows

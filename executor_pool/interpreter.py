@@ -12,11 +12,11 @@ Why it is built this way:
 - "Nothing hung": the loop also watches a pidfd of the child, so a segfault, an
   `os._exit` or a kill is seen at once, even if a grandchild still holds the pipes;
   a closed stdout only ends that stream; a timeout kills the child.
-- "Nothing leaks": the child runs in a `sandbox.Sandbox` (limits, its own slot uid and
-  network namespace where possible, its own process group), dies with its parent
-  (PR_SET_PDEATHSIG, which covers an RQ work-horse killed on timeout, where no `finally`
-  runs), and `close()` kills everything of its slot and removes its private working
-  directory. If `run()` is left by any exception raised in the parent (for example RQ's
+- "Nothing leaks": the child runs in a `sandbox.Sandbox` (a jail of namespaces, a cgroup,
+  a read-only root and seccomp, its own slot uid, where the host allows them), dies with
+  its parent (PR_SET_PDEATHSIG, which covers an RQ work-horse killed on timeout, where no
+  `finally` runs), and `close()` kills everything of its sandbox and frees its private
+  working directory. If `run()` is left by any exception raised in the parent (for example RQ's
   JobTimeoutException from SIGALRM), the child is killed before the exception propagates.
 - The child never sees the parent's environment (API keys, Redis URL): it gets a
   minimal one.
@@ -73,7 +73,7 @@ class InterpreterDied(InterpreterError):
 
 
 class LimitExceeded(InterpreterDied):
-    """The kernel killed the child for exceeding its CPU-time limit."""
+    """The kernel killed the child for exceeding a limit of its sandbox (CPU time, or the memory of the whole tree)."""
 
 
 class BatchTimeout(InterpreterError):
@@ -189,6 +189,7 @@ class Interpreter:
 
     @property
     def workdir(self) -> str | None:
+        """The program's working directory as the executor reaches it (inside a jail: through /proc/<pid>/root)."""
         return self._workdir
 
     @property
@@ -198,28 +199,27 @@ class Interpreter:
 
     @property
     def isolation(self) -> str:
-        """What the child really got: "netns+uid", "uid", "netns" or "none"."""
+        """The sandbox layers the child really got (sandbox.LAYERS joined by "+"), or "none"."""
         return self._isolation
 
     def _start(self) -> None:
         self._box = box = Sandbox.claim(self.config)
         self._finalizer = weakref.finalize(self, _cleanup, None, self._fds, box)
-        python, runner = box.python(self.python), box.runner(RUNNER)
-        self._workdir = box.workdir()
+        python = box.python(self.python)
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         self._req_w, self._rep_r = req_w, rep_r
         self._fds += [req_w, rep_r]
         try:
-            self._proc = subprocess.Popen(
-                [python, "-I", "-u", runner, str(req_r), str(rep_w), ",".join(self.preload)],
+            self._proc = box.spawn(
+                python, RUNNER, [str(req_r), str(rep_w), ",".join(self.preload)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=self._workdir, env={**default_env(self._workdir), **self.extra_env},
-                pass_fds=(req_r, rep_w), start_new_session=True, preexec_fn=box.preexec(),
+                env={**default_env(box.workdir()), **self.extra_env}, pass_fds=(req_r, rep_w),
             )
         finally:
             os.close(req_r)
             os.close(rep_w)
+        self._workdir = box.host_view(self._proc.pid)
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _cleanup, self._proc, self._fds, box)
         assert self._proc.stdout is not None and self._proc.stderr is not None
@@ -580,8 +580,9 @@ class Interpreter:
                 time.sleep(0.002)  # no waitpid for a forked copy: poll /proc, bounded
                 status = self._status()
         self._kill()
-        if status == -signal.SIGXCPU:
-            self._fail(LimitExceeded(status, f"CPU time limit of {self.config.cpu_s} s exceeded"))
+        limit = self._box.exceeded(status)
+        if limit is not None:
+            self._fail(LimitExceeded(status, limit))
         self._fail(InterpreterDied(status, detail))
 
     def _fail(self, exc: InterpreterError) -> NoReturn:

@@ -1,36 +1,45 @@
-"""The sandbox around one interpreter: limits, an unprivileged uid, no network, whole-slot kills.
+"""The sandbox around one interpreter: a jail built from the kernel's own primitives.
 
 Model-written code is hostile until proven otherwise, and this runs it on a plain
-subprocess (no nsjail, no Docker), so every guarantee comes from the kernel:
+subprocess (no nsjail, no Docker, no containers), so every guarantee comes from the kernel,
+set up from Python (ctypes for the calls `os` lacks). Each layer, in the order the child
+takes them between fork and exec (`preexec`):
 
-- Resource limits (setrlimit, in the child before exec): CPU seconds, address space,
-  open files, file size, no core dumps, and processes+threads. RLIMIT_NPROC counts all
-  processes *of a uid* and is not enforced for root, so as root every sandbox runs as
-  a uid of its own ("slot"), claimed exclusively across all processes of the host by an
-  flock'ed file (the kernel drops the lock when its holder dies, however it dies).
-- Network: its own network namespace (only a downed `lo`), where the kernel lets us
-  create one. Which isolation a child really got is read back from /proc, not assumed.
-- Kills reach everything: the child is a session leader (its own process group), and as
-  root everything running under the slot uid is killed by a helper that runs as that
-  uid and calls kill(-1), which the kernel applies to all of them at once, so a fork
-  bomb cannot outrun it the way it outruns a tree walk. A new claim of a slot first
-  kills what a dead previous holder left. The claiming process becomes a child
-  subreaper, so orphans come back to it and are reaped at once (no zombies).
-- Files: the slot uid can write only its working directory and the world-writable
-  temp directories; entries it left in those are removed with the slot.
+- rlimits: CPU seconds, address space, open files, file size, no core dumps, and (per uid)
+  processes+threads.
+- cgroup (`_cgroup`): the child joins its slot's group, whose limits bound the whole tree:
+  memory, processes+threads, CPU accounting, and one kill for every member.
+- pidns: the child is the init of a new pid namespace (the executor's forking thread enters
+  it for the one fork): when the interpreter dies, the kernel kills every process of the
+  session, however it forked, stopped itself or hid.
+- mntns, ipcns, utsns, netns: its own mount table (a minimal read-only root, `_mounts`),
+  its own System V IPC objects (gone with it), its own host name, and no network at all.
+- uid: as root every sandbox runs as a uid of its own ("slot"), claimed exclusively across
+  all processes of the host by an flock'ed file (the kernel drops the lock when its holder
+  dies, however it dies). The parent-death signal follows (a uid change clears it).
+- signals: every disposition back to the default and an empty mask (a work horse ignores
+  SIGINT, and an ignored signal survives exec).
+- seccomp (`_seccomp`): no_new_privs and a deny-list filter, last, so the program's first
+  line already runs under it.
 
-Without root there is no uid to switch to: the child runs as the current user, the
-process limit is not applied (it would count the user's other processes), and the
-recorded isolation says so.
+Which layers the host allows is planned before the fork; `EAGER_SANDBOX_ISOLATION` decides
+what happens when one is missing (`require`: refuse to run code; `best-effort`: run with
+the rest), and which layers a child really got is read back from /proc, not assumed.
+
+Without the jail (no CAP_SYS_ADMIN) the old guarantees remain: the child is a session
+leader, as root a helper running as the slot uid calls kill(-1) on everything of it, and
+the slot's leftovers in the shared temp directories are removed. Without root there is no
+uid to switch to: the child runs as the current user, without the process limit (it would
+count the user's other processes).
 """
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import hashlib
 import os
 import resource
+import select
 import shutil
 import signal
 import stat
@@ -41,17 +50,35 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from common.config import Settings
 from common.protocol import MAX_OUTPUT_BYTES
+from executor_pool import _mounts, _seccomp
+from executor_pool._cgroup import Cgroup
+from executor_pool._syscalls import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUTS,
+    PR_GET_SECCOMP,
+    PR_SET_CHILD_SUBREAPER,
+    PR_SET_PDEATHSIG,
+    prctl,
+    prctl_value,
+    sethostname,
+    setns,
+    unshare,
+)
 
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before fork: preexec only calls it
-_CLONE_NEWNET = 0x40000000
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
 _MB = 1 << 20
+_CAP_SYS_ADMIN = 21
+NAMESPACES = {"pidns": "pid", "mntns": "mnt", "ipcns": "ipc", "utsns": "uts", "netns": "net"}
+LAYERS = (*NAMESPACES, "cgroup", "seccomp", "uid")
+REQUIRE, BEST_EFFORT = "require", "best-effort"
 SHARED_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 FALLBACK_PYTHON = "/usr/bin/python3"
 # What `deploy/setup.sh` builds beside the checkout: the system Python, which slot uids can run, with the
@@ -74,18 +101,29 @@ class SandboxConfig:
     processes: int = 128
     open_files: int = 512
     file_size_mb: int = 256
+    disk_mb: int = 1024
     output_bytes: int = MAX_OUTPUT_BYTES
     uid_base: int = 20001
     slots: int = 64
     slot_dir: str = "/run/eager-slots"
+    isolation: str = ""  # REQUIRE, BEST_EFFORT, or empty: REQUIRE as root, else BEST_EFFORT
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SandboxConfig:
         return cls(cpu_s=settings.sandbox_cpu_s, memory_mb=settings.sandbox_memory_mb,
                    processes=settings.sandbox_processes, open_files=settings.sandbox_open_files,
-                   file_size_mb=settings.sandbox_file_size_mb, output_bytes=settings.sandbox_output_bytes,
-                   uid_base=settings.sandbox_uid_base, slots=settings.sandbox_slots,
-                   slot_dir=settings.sandbox_slot_dir)
+                   file_size_mb=settings.sandbox_file_size_mb, disk_mb=settings.sandbox_disk_mb,
+                   output_bytes=settings.sandbox_output_bytes, uid_base=settings.sandbox_uid_base,
+                   slots=settings.sandbox_slots, slot_dir=settings.sandbox_slot_dir,
+                   isolation=settings.sandbox_isolation)
+
+    @property
+    def policy(self) -> str:
+        """What to do when the host does not allow a layer."""
+        policy = self.isolation or (REQUIRE if os.geteuid() == 0 else BEST_EFFORT)
+        if policy not in (REQUIRE, BEST_EFFORT):
+            raise SandboxError(f"EAGER_SANDBOX_ISOLATION={policy!r}: expected {REQUIRE} or {BEST_EFFORT}")
+        return policy
 
 
 def _may(st: os.stat_result, uid: int, want: int) -> bool:
@@ -99,15 +137,16 @@ def _may(st: os.stat_result, uid: int, want: int) -> bool:
     return bits & want == want
 
 
-def blocked_at(path: str, uid: int, want: int) -> str | None:
+def blocked_at(path: str, uid: int, want: int, made: Callable[[str], bool] = lambda _d: False) -> str | None:
     """The first component of `path` (as written and with symlinks resolved) that `uid`
-    cannot pass, or None when it can reach the file with the `want` bits."""
+    cannot pass, or None when it can reach the file with the `want` bits. Directories
+    for which `made` is true are passable whatever their host modes: the jail makes them."""
     wanted = os.path.abspath(path)
     real = os.path.realpath(wanted)
     try:
         for target in (wanted, real):
             for directory in reversed(Path(target).parents):
-                if not _may(os.stat(directory), uid, 1):
+                if not made(str(directory)) and not _may(os.stat(directory), uid, 1):
                     return str(directory)
         if not _may(os.stat(real), uid, want):
             return real
@@ -156,16 +195,37 @@ def living(uid: int) -> list[Proc]:
     return [p for p in processes_of(uid) if not p.zombie]
 
 
-class Sandbox:
-    """One sandbox slot: its uid (None when not root), its lock and its working directory.
+def _has_capability(number: int) -> bool:
+    with open("/proc/self/status") as f:
+        caps = next(line for line in f if line.startswith("CapEff:"))
+    return bool(int(caps.split()[1], 16) >> number & 1)
 
-    Lifecycle: `claim()` -> `workdir()` and `preexec()` for the child -> `kill(proc)` any
-    number of times -> `release()`.
+
+def _default_signals() -> None:
+    """Every signal back to its default action, none blocked: what a fresh process expects."""
+    for number in signal.valid_signals():
+        if number not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(number, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass  # reserved by the C library
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+class Sandbox:
+    """One sandbox slot: its uid (None when not root), its lock, its cgroup and the layers
+    planned for its child.
+
+    Lifecycle: `claim()` -> `python()`, `workdir()`, `spawn()` -> `isolation()` ->
+    `kill(proc)` any number of times -> `release()`.
     """
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
         self.uid: int | None = None
+        self.layers: tuple[str, ...] = ()
+        self.missing: dict[str, str] = {}  # layer -> why the host does not allow it
+        self._cgroup: Cgroup | None = None
         self._lock_fd = -1
         self._workdir: str | None = None
         self._owner = os.getpid()
@@ -173,12 +233,27 @@ class Sandbox:
     @classmethod
     def claim(cls, config: SandboxConfig) -> Sandbox:
         """Take the first free slot uid on this host (as root), after killing whatever a
-        previous holder that died without cleanup left running under it."""
+        previous holder that died without cleanup left running under it, and plan the
+        layers. Under `require`, a host that does not allow every layer is refused here."""
         box = cls(config)
-        if os.geteuid() != 0:
-            return box
+        policy = config.policy
+        if os.geteuid() == 0:
+            box._claim_slot()
+        try:
+            box._plan()
+        except BaseException:
+            box.release()
+            raise
+        if box.missing and policy == REQUIRE:
+            box.release()
+            raise SandboxError("EAGER_SANDBOX_ISOLATION=require, and this host does not allow "
+                               + "; ".join(f"{layer} ({why})" for layer, why in box.missing.items()))
+        return box
+
+    def _claim_slot(self) -> None:
+        config = self.config
         _secure_dir(config.slot_dir)
-        _LIBC.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
         for uid in range(config.uid_base, config.uid_base + config.slots):
             fd = os.open(os.path.join(config.slot_dir, f"slot-{uid}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
@@ -186,21 +261,50 @@ class Sandbox:
             except BlockingIOError:
                 os.close(fd)
                 continue
-            box.uid, box._lock_fd = uid, fd
-            box._kill_uid()
-            box._sweep_shared_tmp()
-            return box
+            self.uid, self._lock_fd = uid, fd
+            self._kill_uid()
+            self._sweep_shared_tmp()
+            return
         raise SandboxError(f"all {config.slots} sandbox slots (uids {config.uid_base}..) are in use on this host")
+
+    def _plan(self) -> None:
+        """Which layers this host allows, each with the reason when it does not."""
+        missing = {}
+        if self.uid is None:
+            missing.update({layer: "needs root" for layer in (*NAMESPACES, "cgroup", "uid")})
+        else:
+            if not _has_capability(_CAP_SYS_ADMIN):
+                missing.update({layer: "needs CAP_SYS_ADMIN" for layer in NAMESPACES})
+            try:
+                self._cgroup = Cgroup.create(f"eager-slot-{self.uid}", self.config.memory_mb * _MB, self.config.processes)
+            except OSError as exc:
+                missing["cgroup"] = str(exc)
+        if not _seccomp.SUPPORTED or prctl_value(PR_GET_SECCOMP) < 0:
+            missing["seccomp"] = f"no filter for {os.uname().machine} or no seccomp in this kernel"
+        self.missing = missing
+        self.layers = tuple(layer for layer in LAYERS if layer not in missing)
+
+    @property
+    def jailed(self) -> bool:
+        """Whether the child gets its own root file system (and with it every namespace)."""
+        return "mntns" in self.layers
 
     # -- what the child needs -----------------------------------------------------------
 
     def workdir(self) -> str:
-        """A fresh private directory, owned by the slot uid so the program may write there."""
+        """The program's working directory as the program sees it: the jail's private tmpfs,
+        or without a jail a fresh private directory owned by the slot uid."""
+        if self.jailed:
+            return _mounts.WORKDIR
         if self._workdir is None:
             self._workdir = tempfile.mkdtemp(prefix="eager-")
             if self.uid is not None:
                 os.chown(self._workdir, self.uid, self.uid)
         return self._workdir
+
+    def host_view(self, pid: int) -> str:
+        """The working directory of child `pid` as the executor reaches it."""
+        return f"/proc/{pid}/root{_mounts.WORKDIR}" if self.jailed else self.workdir()
 
     def python(self, configured: str) -> str:
         """The interpreter to exec: `configured`, or (when empty) the first the slot user may run of the
@@ -223,12 +327,19 @@ class Sandbox:
             return "not an executable file"
         if self.uid is None:
             return None
-        where = blocked_at(python, self.uid, 5)
+        made: Callable[[str], bool] = lambda _d: False
+        if self.jailed:
+            try:
+                binds = _mounts.binds_for(python)
+            except (OSError, subprocess.SubprocessError, ValueError) as exc:
+                return f"it does not run ({exc})"
+            made = lambda directory: _mounts.made_by_jail(binds, directory)  # noqa: E731
+        where = blocked_at(python, self.uid, 5, made)
         return None if where is None else f"{where} is not accessible to it"
 
-    def runner(self, path: Path) -> str:
-        """A path of the runner script the slot user can read: the file itself, or a copy
-        in the slot directory when the checkout is private."""
+    def _runner_path(self, path: Path) -> str:
+        """Without a jail: a path of the runner script the slot user can read, the file
+        itself or a copy in the slot directory when the checkout is private."""
         if self.uid is None or blocked_at(str(path), self.uid, 4) is None:
             return str(path)
         data = path.read_bytes()
@@ -241,10 +352,48 @@ class Sandbox:
             os.replace(tmp, copy)
         return copy
 
-    def preexec(self) -> Callable[[], None]:
-        """The Popen `preexec_fn` (run with start_new_session=True): limits, the network
-        namespace, the slot uid, and last the parent-death signal (a uid change clears it)."""
-        cfg, uid, parent = self.config, self.uid, os.getpid()
+    def spawn(self, python: str, script: Path, args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+        """Start `python -I -u script args` in the sandbox; `popen` carries Popen's stdio,
+        env and pass_fds. The calling thread is the child's parent for its death signal."""
+        plan = None
+        if self.jailed:
+            assert self.uid is not None
+            plan = _mounts.RootPlan.for_interpreter(python, script.read_bytes(), self.uid, self.config.disk_mb * _MB)
+            argv, cwd = [python, "-I", "-u", _mounts.RUNNER, *args], None
+        else:
+            argv, cwd = [python, "-I", "-u", self._runner_path(script), *args], self.workdir()
+        parent = os.pidfd_open(os.getpid())
+        try:
+            own_pid_ns = self._enter_pid_namespace()
+            try:
+                return subprocess.Popen(argv, cwd=cwd, start_new_session=True,
+                                        preexec_fn=self._preexec(parent, plan), **popen)
+            finally:
+                if own_pid_ns >= 0:
+                    setns(own_pid_ns, CLONE_NEWPID)
+                    os.close(own_pid_ns)
+        finally:
+            os.close(parent)
+
+    def _enter_pid_namespace(self) -> int:
+        """Make this thread's next child the init of a new pid namespace; returns a handle
+        on the thread's own one (to go back with setns), or -1 without that layer."""
+        if "pidns" not in self.layers:
+            return -1
+        own = os.open("/proc/thread-self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            unshare(CLONE_NEWPID)
+        except OSError:
+            os.close(own)
+            raise
+        return own
+
+    def _preexec(self, parent: int, plan: _mounts.RootPlan | None) -> Callable[[], None]:
+        """The Popen `preexec_fn` (run with start_new_session=True), every layer in order."""
+        cfg, uid, group, layers = self.config, self.uid, self._cgroup, self.layers
+        staging = os.path.join(cfg.slot_dir, "jail")
+        if plan is not None:
+            os.makedirs(staging, mode=0o755, exist_ok=True)
         limits = [
             (resource.RLIMIT_CPU, cfg.cpu_s, cfg.cpu_s + 1),  # SIGXCPU at the soft limit, SIGKILL a second later
             (resource.RLIMIT_AS, cfg.memory_mb * _MB, cfg.memory_mb * _MB),
@@ -262,40 +411,77 @@ class Sandbox:
                     if current != resource.RLIM_INFINITY:
                         soft, hard = min(soft, current), min(hard, current)
                 resource.setrlimit(which, (soft, hard))
-            _LIBC.unshare(_CLONE_NEWNET)  # may fail without privilege: isolation() reports what we got
+            if group is not None:
+                group.join()
+            if plan is not None:
+                unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET)
+                sethostname(_mounts.HOSTNAME)
+                _mounts.enter(plan, staging)
             if uid is not None:
                 os.setgroups([])
                 os.setgid(uid)
                 os.setuid(uid)
-            if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-                raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-            if os.getppid() != parent:
-                os.kill(os.getpid(), signal.SIGKILL)
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if select.select([parent], [], [], 0)[0]:
+                os._exit(1)  # the parent died before its death signal was armed
+            _default_signals()
+            if "seccomp" in layers:
+                _seccomp.install()
 
         return preexec
 
     def isolation(self, pid: int) -> str:
-        """What the running child really got: "netns" (own network namespace) and/or "uid"
-        (its slot uid), joined by "+", or "none"."""
+        """The layers the running child really got, read back from /proc, joined by "+"
+        (in the order of LAYERS), or "none". Under `require`, a planned layer the child
+        lacks is a SandboxError."""
         got = []
-        try:
-            if os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net"):
-                got.append("netns")
-        except OSError:
-            pass
-        if self.uid is not None:
+        for layer, ns in NAMESPACES.items():
             try:
-                if psutil.Process(pid).uids().real == self.uid:
-                    got.append("uid")
-            except psutil.Error:
+                if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"):
+                    got.append(layer)
+            except OSError:
                 pass
+        if self._cgroup is not None and self._cgroup.contains(pid):
+            got.append("cgroup")
+        try:
+            status = psutil.Process(pid).as_dict(["uids"])
+            with open(f"/proc/{pid}/status") as f:
+                seccomp = next((line.split()[1] for line in f if line.startswith("Seccomp:")), "0")
+        except (OSError, psutil.Error):
+            status, seccomp = {"uids": None}, "0"
+        if seccomp == "2":
+            got.append("seccomp")
+        if self.uid is not None and status["uids"] is not None and status["uids"].real == self.uid:
+            got.append("uid")
+        lacking = [layer for layer in self.layers if layer not in got]
+        if lacking and self.config.policy == REQUIRE:
+            raise SandboxError(f"EAGER_SANDBOX_ISOLATION=require, and the interpreter lacks {'+'.join(lacking)}")
         return "+".join(got) or "none"
+
+    def exceeded(self, status: int | None) -> str | None:
+        """Which limit of the sandbox killed the child that exited with `status`, if one did.
+        The child is the init of its pid namespace, so the kernel's SIGXCPU at the soft CPU
+        limit does not stop it: the SIGKILL at the hard limit does, as the OOM killer's does."""
+        group = self._cgroup
+        if status == -signal.SIGKILL and group is not None:
+            if group.oom_kills():
+                return f"memory limit of {self.config.memory_mb} MB for the whole sandbox exceeded"
+            if group.cpu_seconds() >= self.config.cpu_s:
+                return f"CPU time limit of {self.config.cpu_s} s exceeded"
+        if status == -signal.SIGXCPU:
+            return f"CPU time limit of {self.config.cpu_s} s exceeded"
+        return None
 
     # -- ending it ----------------------------------------------------------------------
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
-        """SIGKILL the child, its process group and (as root) everything of the slot uid,
-        then reap what came back to us. Never raises for processes already gone."""
+        """SIGKILL the child and everything of its sandbox, then reap what came back to us.
+        Never raises for processes already gone."""
+        if "pidns" in self.layers:
+            if self._cgroup is not None:
+                self._cgroup.kill()  # all at once; the child's death alone would take the rest with it
+            self._kill_child(proc)
+            return
         tree = _stop_tree(proc.pid) if self.uid is None and (proc.returncode is None or not self.owner) else []
         try:
             # Safe even after the child was reaped: a member of the group keeps its id in use.
@@ -307,20 +493,23 @@ class Sandbox:
                 p.kill()  # psutil checks the pid was not reused since it was found
             except psutil.Error:
                 pass
-        if self.owner:
-            proc.kill()  # a no-op once reaped: the pid may belong to someone else by then
-            proc.wait()
-        else:
-            # A forked copy (a work horse handed a warm interpreter) cannot reap the child, and
-            # Popen there believes it dead; the owner reaps it, so until then its pid is ours.
-            try:
-                os.kill(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self._kill_child(proc)
         if self.uid is not None:
             self._kill_uid()
         else:
             _reap([p.pid for p in tree])
+
+    def _kill_child(self, proc: subprocess.Popen[bytes]) -> None:
+        if self.owner:
+            proc.kill()  # a no-op once reaped: the pid may belong to someone else by then
+            proc.wait()
+            return
+        # A forked copy (a work horse handed a warm interpreter) cannot reap the child, and
+        # Popen there believes it dead; the owner reaps it, so until then its pid is ours.
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     @property
     def owner(self) -> bool:
@@ -339,7 +528,8 @@ class Sandbox:
         _reap([p.pid for p in processes_of(self.uid)])
 
     def _sweep_shared_tmp(self) -> None:
-        """Remove what the slot uid left in the world-writable temp directories."""
+        """Remove what the slot uid left in the host's world-writable temp directories
+        (reachable only by a child without the jail's own root)."""
         assert self.uid is not None
         for directory in SHARED_TMP_DIRS:
             try:
@@ -348,21 +538,22 @@ class Sandbox:
                 continue
             for entry in entries:
                 try:
-                    if entry.stat(follow_symlinks=False).st_uid != self.uid:
-                        continue
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path, ignore_errors=True)
-                    else:
-                        os.unlink(entry.path)
+                    if entry.stat(follow_symlinks=False).st_uid == self.uid:
+                        remove_tree(entry.path)
                 except OSError:
                     pass
 
     def release(self) -> None:
-        """Kill leftovers, remove the working directory and the slot's files, free the slot.
-        Idempotent; only the claiming process frees the slot (a forked copy must not)."""
-        if self.uid is not None and self._lock_fd >= 0 and self.owner:
-            self._kill_uid()
-            self._sweep_shared_tmp()
+        """Kill leftovers, remove the working directory, the cgroup and the slot's files,
+        free the slot. Idempotent; only the claiming process frees the slot (a forked copy
+        must not). Never raises for what the program left."""
+        if self.owner:
+            if self.uid is not None and self._lock_fd >= 0:
+                self._kill_uid()
+                self._sweep_shared_tmp()
+            if self._cgroup is not None:
+                self._cgroup.remove()
+                self._cgroup = None
         if self._workdir is not None:
             remove_tree(self._workdir)
             self._workdir = None
@@ -419,14 +610,72 @@ def _reap(pids: list[int]) -> None:
 
 
 def remove_tree(path: str) -> None:
-    """rmtree that also removes what the program made unwritable (chmod 0 on its own dirs)."""
-    def make_writable_and_retry(func: Callable[[str], object], target: str, _exc: object) -> None:
-        try:
-            os.chmod(os.path.dirname(target), 0o700)
-            os.chmod(target, 0o700)
-            func(target)
-        except OSError:
-            pass
+    """Remove `path` and everything below it, however deep, however many entries, whatever
+    modes the program set. Never raises: what cannot be removed stays.
 
-    if os.path.isdir(path):
-        shutil.rmtree(path, onerror=make_writable_and_retry)
+    Not shutil.rmtree: it recurses (a 10,000-level tree is a RecursionError) and joins
+    path names (past PATH_MAX they fail). This walks down with one directory descriptor at
+    a time, opened relative to the previous one, and back up through "..".
+    """
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)
+            return
+        top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        _empty_tree(top)
+    finally:
+        os.close(top)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _empty_tree(top: int) -> None:
+    """Remove everything below the directory `top` (a descriptor the caller keeps)."""
+    names: list[str] = []  # the path from `top` down to `here`
+    stuck: set[int] = set()  # inodes of directories that could not be emptied: not entered again
+    here = top
+    while True:
+        descended = False
+        try:
+            entries = list(os.scandir(here))
+        except OSError:
+            entries = []
+        for entry in entries:
+            try:
+                if not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.name, dir_fd=here)
+                    continue
+                if entry.inode() in stuck:
+                    continue
+                os.chmod(entry.name, 0o700, dir_fd=here, follow_symlinks=False)
+                os.rmdir(entry.name, dir_fd=here)
+            except OSError:
+                try:
+                    below = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=here)
+                except OSError:
+                    continue  # cannot enter it: it stays
+                if here != top:
+                    os.close(here)
+                names.append(entry.name)
+                here, descended = below, True
+                break
+        if descended:
+            continue
+        if here == top:
+            return
+        try:
+            parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=here)
+            inode = os.fstat(here).st_ino
+        except OSError:
+            return
+        os.close(here)
+        here = parent
+        try:
+            os.rmdir(names.pop(), dir_fd=here)
+        except OSError:
+            stuck.add(inode)  # something in it could not be removed
