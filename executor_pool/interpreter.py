@@ -162,6 +162,7 @@ class Interpreter:
         self._proc: subprocess.Popen[bytes] | None = None
         self._box: Sandbox | None = None
         self._workdir: str | None = None
+        self._program_workdir: str | None = None
         self._isolation = "none"
         self._output_left = self.config.output_bytes
         self._fds: list[int] = []  # parent ends of the control pipes, and the pidfd
@@ -193,6 +194,11 @@ class Interpreter:
         return self._workdir
 
     @property
+    def program_workdir(self) -> str | None:
+        """The working directory (and HOME) as the program sees it."""
+        return self._program_workdir
+
+    @property
     def uid(self) -> int | None:
         """The sandbox slot's uid, or None when running as the executor's own user."""
         return self._box.uid if self._box is not None else None
@@ -205,7 +211,7 @@ class Interpreter:
     def _start(self) -> None:
         self._box = box = Sandbox.claim(self.config)
         self._finalizer = weakref.finalize(self, _cleanup, None, self._fds, box)
-        python = box.python(self.python)
+        python, self._program_workdir = box.python(self.python), box.workdir()
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         self._req_w, self._rep_r = req_w, rep_r
@@ -214,7 +220,7 @@ class Interpreter:
             self._proc = box.spawn(
                 python, RUNNER, [str(req_r), str(rep_w), ",".join(self.preload)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env={**default_env(box.workdir()), **self.extra_env}, pass_fds=(req_r, rep_w),
+                env={**default_env(self._program_workdir), **self.extra_env}, pass_fds=(req_r, rep_w),
             )
         finally:
             os.close(req_r)

@@ -337,7 +337,7 @@ class Sandbox:
         where = blocked_at(python, self.uid, 5, made)
         return None if where is None else f"{where} is not accessible to it"
 
-    def _runner_path(self, path: Path) -> str:
+    def runner(self, path: Path) -> str:
         """Without a jail: a path of the runner script the slot user can read, the file
         itself or a copy in the slot directory when the checkout is private."""
         if self.uid is None or blocked_at(str(path), self.uid, 4) is None:
@@ -361,7 +361,7 @@ class Sandbox:
             plan = _mounts.RootPlan.for_interpreter(python, script.read_bytes(), self.uid, self.config.disk_mb * _MB)
             argv, cwd = [python, "-I", "-u", _mounts.RUNNER, *args], None
         else:
-            argv, cwd = [python, "-I", "-u", self._runner_path(script), *args], self.workdir()
+            argv, cwd = [python, "-I", "-u", self.runner(script), *args], self.workdir()
         parent = os.pidfd_open(os.getpid())
         try:
             own_pid_ns = self._enter_pid_namespace()

@@ -71,3 +71,21 @@ def python_outcome(code: str, directory: Path) -> Outcome:
     if kind is None:  # a sys.excepthook of the program's showed the error its own way
         return Outcome(stdout, UNSHOWN, None)
     return Outcome(stdout, kind.group(1), int(lines[-1]) if lines else None, refused=last.endswith("during compilation"))
+
+
+def pid_namespace(pid: int | str) -> str:
+    return os.readlink(f"/proc/{pid}/ns/pid")
+
+
+def in_pid_namespace(namespace: str) -> list[int]:
+    """Host pids of the living processes in pid namespace `namespace`: one jail's, whatever they forked."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and pid_namespace(name) == namespace:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    if f.read().rsplit(b")", 1)[1].split()[0] != b"Z":
+                        found.append(int(name))
+        except OSError:
+            continue  # gone meanwhile
+    return found

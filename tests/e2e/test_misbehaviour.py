@@ -15,6 +15,7 @@ from common.config import Settings
 from common.protocol import SessionStarted, SessionStatus, Summary
 from eager.client import Client
 from eager.replay import SpeedProfile
+from executor_pool.sandbox import LAYERS
 from tests.helpers import answer_of, collect
 
 MISBEHAVIOURS = {
@@ -49,7 +50,7 @@ def test_each_misbehaviour_ends_typed_and_the_next_session_on_the_worker_works(r
         started, summary = run(settings, name)
         assert summary.status is status, (name, summary)
         if os.geteuid() == 0:
-            assert started.isolation == "netns+uid"
+            assert started.isolation == "+".join(LAYERS)
         if name == "fork-bomb":
             assert summary.error["type"] == "BlockingIOError" and summary.error["line"] == 3
         if name == "infinite-loop":
