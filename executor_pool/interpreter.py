@@ -190,13 +190,13 @@ class Interpreter:
 
     @property
     def workdir(self) -> str | None:
-        """The program's working directory as the executor reaches it (inside a jail: through /proc/<pid>/root)."""
-        return self._workdir
+        """The working directory (and HOME) as the program sees it: the path its tracebacks name."""
+        return self._program_workdir
 
     @property
-    def program_workdir(self) -> str | None:
-        """The working directory (and HOME) as the program sees it."""
-        return self._program_workdir
+    def host_workdir(self) -> str | None:
+        """The same directory as the executor reaches it (inside a jail: through /proc/<pid>/root)."""
+        return self._workdir
 
     @property
     def uid(self) -> int | None:

@@ -305,7 +305,7 @@ def test_forked_child_does_not_answer(interp: Interpreter) -> None:
 def test_close_kills_tree_and_removes_workdir() -> None:
     it = Interpreter()
     it.start()
-    workdir, pid = it.workdir, it.pid
+    workdir, pid = it.host_workdir, it.pid
     assert workdir is not None and pid is not None and os.path.isdir(workdir)
     namespace = pid_namespace(pid)
     out = Output()
@@ -322,7 +322,7 @@ def test_environment_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EAGER_TEST_SECRET", "hunter2")
     out = Output()
     with Interpreter(env={"MPLBACKEND": "Agg"}) as it:
-        code = "import os\nprint(sorted(os.environ))\nprint(os.environ['HOME'] == os.getcwd() == %r)" % it.program_workdir
+        code = "import os\nprint(sorted(os.environ))\nprint(os.environ['HOME'] == os.getcwd() == %r)" % it.workdir
         assert it.run(code, 1, out).ok
     assert "hunter2" not in out.text() and "EAGER_TEST_SECRET" not in out.text()
     assert out.text() == "['HOME', 'LANG', 'MPLBACKEND', 'PATH', 'TMPDIR']\nTrue\n"

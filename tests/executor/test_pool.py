@@ -73,7 +73,7 @@ def test_an_interpreter_that_died_while_waiting_is_not_handed_out(pool):
 def test_close_kills_the_waiting_interpreters_and_removes_their_directories(pool):
     warm = pool(2)
     assert warm.wait_filled(START_S)
-    waiting = [(it.pid, it.workdir) for it in warm._ready]
+    waiting = [(it.pid, it.host_workdir) for it in warm._ready]
     warm.close()
     for pid, workdir in waiting:
         assert pid is not None and gone(pid)

@@ -53,7 +53,7 @@ def assert_fresh_interpreter_works() -> None:
 def sandboxed() -> Iterator[Interpreter]:
     it = Interpreter(sandbox=SMALL)
     it.start()
-    uid, workdir = it.uid, it.workdir
+    uid, workdir = it.uid, it.host_workdir
     assert workdir is not None and os.path.isdir(workdir)
     try:
         yield it
@@ -137,7 +137,7 @@ def test_segfault_is_interpreter_died(sandboxed: Interpreter) -> None:
     with pytest.raises(InterpreterDied) as info:
         sandboxed.run("import ctypes\nctypes.string_at(0)", 1, Output(), timeout=10)
     assert info.value.returncode == -11
-    workdir = sandboxed.workdir or "."
+    workdir = sandboxed.host_workdir or "."
     assert not os.path.isdir(workdir) or not any(name.startswith("core") for name in os.listdir(workdir))
 
 
@@ -157,7 +157,7 @@ def test_environment_holds_no_secrets(sandboxed: Interpreter, monkeypatch: pytes
     # The child was started before these were set; a fresh one must not see them either.
     with Interpreter(sandbox=SMALL) as it:
         assert it.run("import os\nprint(sorted(os.environ.items()))", 1, out, timeout=10).ok
-        home = it.program_workdir
+        home = it.workdir
         expected = sorted({"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home}.items())
     assert out.text() == f"{expected}\n"
     assert "secret" not in out.text()
@@ -179,7 +179,7 @@ def test_file_size_limit(sandboxed: Interpreter) -> None:
     result = sandboxed.run(code, 1, Output(), timeout=10)
     assert result.error is not None and result.error.type == "OSError"
     assert f"[Errno {errno.EFBIG}]" in result.error.message
-    assert os.path.getsize(os.path.join(sandboxed.workdir or "", "big")) <= SMALL.file_size_mb * 1024 * 1024
+    assert os.path.getsize(os.path.join(sandboxed.host_workdir or "", "big")) <= SMALL.file_size_mb * 1024 * 1024
 
 
 @needs_root
