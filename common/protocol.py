@@ -331,7 +331,7 @@ class SessionStarted(Message):
     gate: Gate
     at_ns: int
     warm: bool = False  # the interpreter came from the executor's warm pool
-    isolation: str = "none"  # what the sandbox got: "netns+uid" (own network namespace, own uid), "uid", "netns" or "none"
+    isolation: str = "none"  # the sandbox layers the interpreter got, "+"-joined (executor_pool.sandbox.LAYERS), or "none"
     turn: int = 1  # the session's place in its conversation (1 for a lone session)
     kept_state: bool = False  # the interpreter carried over from the previous turn, with the names it defined
 
