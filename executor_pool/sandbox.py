@@ -652,26 +652,27 @@ def _empty_tree(top: int) -> None:
                     continue
                 if entry.inode() in stuck:
                     continue
-                os.chmod(entry.name, 0o700, dir_fd=here, follow_symlinks=False)
+                os.chmod(entry.name, 0o700, dir_fd=here)  # a directory (not followed above): the program is dead
                 os.rmdir(entry.name, dir_fd=here)
             except OSError:
                 try:
                     below = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=here)
                 except OSError:
                     continue  # cannot enter it: it stays
-                if here != top:
-                    os.close(here)
+                if names:
+                    os.close(here)  # never `top`: the caller's
                 names.append(entry.name)
                 here, descended = below, True
                 break
         if descended:
             continue
-        if here == top:
+        if not names:
             return
         try:
-            parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=here)
+            parent = top if len(names) == 1 else os.open("..", os.O_RDONLY | os.O_DIRECTORY, dir_fd=here)
             inode = os.fstat(here).st_ino
         except OSError:
+            os.close(here)
             return
         os.close(here)
         here = parent
