@@ -97,9 +97,13 @@ class Cgroup:
             _write(self._file("", "memory.swap.max"), "0")
             _write(self._file("", "pids.max"), str(pids))
             return
+        swap = self._file("memory", "memory.memsw.limit_in_bytes")
+        has_swap = os.path.exists(swap)
+        if has_swap:
+            _write(swap, "-1")  # memory+swap may never be below memory: lift it first (a reused group's may be)
         _write(self._file("memory", "memory.limit_in_bytes"), str(memory_bytes))
-        if os.path.exists(self._file("memory", "memory.memsw.limit_in_bytes")):
-            _write(self._file("memory", "memory.memsw.limit_in_bytes"), str(memory_bytes))
+        if has_swap:
+            _write(swap, str(memory_bytes))
         _write(self._file("pids", "pids.max"), str(pids))
 
     def _file(self, controller: str, name: str) -> str:
