@@ -94,7 +94,8 @@ class Cgroup:
     def _limit(self, memory_bytes: int, pids: int) -> None:
         if self.version == 2:
             _write(self._file("", "memory.max"), str(memory_bytes))
-            _write(self._file("", "memory.swap.max"), "0")
+            if os.path.exists(self._file("", "memory.swap.max")):  # absent without swap accounting
+                _write(self._file("", "memory.swap.max"), "0")
             _write(self._file("", "pids.max"), str(pids))
             return
         swap = self._file("memory", "memory.memsw.limit_in_bytes")
