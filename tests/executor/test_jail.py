@@ -171,3 +171,33 @@ def test_a_host_without_a_layer_is_refused_under_require_and_runs_best_effort(ho
     probe = subprocess.run([*HOSTS[host], "-c", PROBE_HOST % str(ROOT), policy], capture_output=True, text=True,
                            timeout=60)
     assert probe.stdout == expected, probe
+
+
+DATA_SCIENCE = """import multiprocessing, os
+import numpy as np
+with multiprocessing.Pool(2) as pool:  # its semaphores live in /dev/shm, its workers in the pid namespace
+    squares = pool.map(abs, [-1, -2, -3])
+print(squares, float(np.linalg.solve(np.eye(2) * 2, np.ones(2)).sum()), os.getcwd())
+"""
+BENCH_PYTHON = ROOT / ".venv-sandbox" / "bin" / "python"
+
+
+@needs_root
+def test_the_executors_own_python_with_numpy_and_multiprocessing_runs_in_the_jail() -> None:
+    out = Output()
+    with Interpreter(python=sys.executable, sandbox=SMALL) as it:
+        assert it.run(DATA_SCIENCE, 1, out, timeout=30).ok
+    assert out.text() == "[1, 2, 3] 1.0 /sandbox\n"
+
+
+@needs_root
+@pytest.mark.skipif(not BENCH_PYTHON.exists(), reason="the benchmark environment: deploy/setup.sh --bench")
+def test_the_benchmark_tasks_packages_import_in_the_jail() -> None:
+    out = Output()
+    code = ("import numpy, pandas, scipy.stats, sklearn.linear_model\n"
+            "model = sklearn.linear_model.LinearRegression().fit(numpy.arange(4.0).reshape(-1, 1), [1, 3, 5, 7])\n"
+            "print(pandas.Series([1, 2]).sum(), round(scipy.stats.norm.cdf(0), 2), round(model.coef_[0], 3))")
+    with Interpreter(python=str(BENCH_PYTHON), sandbox=SandboxConfig(memory_mb=2048)) as it:
+        assert it.isolation.startswith("pidns+mntns")
+        assert it.run(code, 1, out, timeout=60).ok
+    assert out.text() == "3 0.5 2.0\n"
