@@ -444,14 +444,13 @@ class Sandbox:
         if self._cgroup is not None and self._cgroup.contains(pid):
             got.append("cgroup")
         try:
-            status = psutil.Process(pid).as_dict(["uids"])
             with open(f"/proc/{pid}/status") as f:
-                seccomp = next((line.split()[1] for line in f if line.startswith("Seccomp:")), "0")
-        except (OSError, psutil.Error):
-            status, seccomp = {"uids": None}, "0"
-        if seccomp == "2":
+                status = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            status = {}
+        if status.get("Seccomp", "").strip() == "2":  # a filter
             got.append("seccomp")
-        if self.uid is not None and status["uids"] is not None and status["uids"].real == self.uid:
+        if self.uid is not None and status.get("Uid", "").split()[:1] == [str(self.uid)]:  # the real uid
             got.append("uid")
         lacking = [layer for layer in self.layers if layer not in got]
         if lacking and self.config.policy == REQUIRE:
