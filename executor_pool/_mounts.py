@@ -9,7 +9,7 @@ a mount namespace of its own, builds a new root on a small tmpfs:
   merged-/usr symlinks), and the interpreter's own prefixes (a venv and its base, at
   their own paths, because a venv names its base by absolute path);
 - a generated /etc: a passwd and group with only the sandbox user, hosts, nsswitch.conf,
-  plus the loader's cache and the alternatives symlinks;
+  plus the loader's cache, the alternatives symlinks and the font configuration;
 - a /dev with null, zero, full, random and urandom (no tty), a /proc of the child's own
   pid namespace, and no /sys, /run, /var, /home or /root beyond the path to a prefix;
 - one writable tmpfs of a fixed size holding the working directory, /tmp and /dev/shm,
@@ -47,7 +47,7 @@ WORKDIR = "/sandbox"  # the program's working directory and home, inside the jai
 RUNNER = "/eager/_runner.py"
 USER = HOSTNAME = "sandbox"
 TOP_LEVEL = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr")
-ETC_BINDS = ("/etc/ld.so.cache", "/etc/alternatives")
+ETC_BINDS = ("/etc/ld.so.cache", "/etc/alternatives", "/etc/fonts")  # fonts: matplotlib runs fc-list
 DEVICES = ("null", "zero", "full", "random", "urandom")
 _RO = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
 
