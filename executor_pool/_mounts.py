@@ -126,8 +126,11 @@ def enter(plan: RootPlan, staging: str) -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("eager-root", staging, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16m")
     root = staging
+    # a prefix inside a writable place (a checkout under /tmp) is shown on top of the jail's own tmpfs there
+    hidden = tuple(source for source in plan.binds if _under_writable(source))
     for source in plan.binds:
-        _bind(source, root + source)
+        if source not in hidden:
+            _bind(source, root + source)
     for path, target in plan.links:
         os.makedirs(os.path.dirname(root + path), mode=0o755, exist_ok=True)
         os.symlink(target, root + path)
@@ -145,11 +148,17 @@ def enter(plan: RootPlan, staging: str) -> None:
     os.makedirs(root + "/proc", mode=0o555)
     mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _writable(plan, root)
+    for source in hidden:
+        _bind(source, root + source)
     mount(None, root, None, _RO)
     os.chdir(root)
     pivot_root(".", ".")  # the old root ends up stacked on the new one ...
     umount(".", MNT_DETACH)  # ... and is detached: nothing of the host's tree stays reachable
     os.chdir(WORKDIR)
+
+
+def _under_writable(path: str) -> bool:
+    return any(path == target or path.startswith(target + "/") for target in (WORKDIR, "/tmp", "/dev/shm"))
 
 
 def _writable(plan: RootPlan, root: str) -> None:

@@ -191,7 +191,6 @@ def test_the_executors_own_python_with_numpy_and_multiprocessing_runs_in_the_jai
 
 
 @needs_root
-@pytest.mark.skipif(not BENCH_PYTHON.exists(), reason="the benchmark environment: deploy/setup.sh --bench")
 def test_the_benchmark_tasks_packages_import_in_the_jail() -> None:
     out = Output()
     code = ("import numpy, pandas, scipy.stats, sklearn.linear_model\n"
@@ -201,3 +200,20 @@ def test_the_benchmark_tasks_packages_import_in_the_jail() -> None:
         assert it.isolation.startswith("pidns+mntns")
         assert it.run(code, 1, out, timeout=60).ok
     assert out.text() == "3 0.5 2.0\n"
+
+
+@needs_root
+def test_an_interpreter_inside_the_hosts_tmp_is_shown_above_the_jails_own_tmp(tmp_path: Path) -> None:
+    """A checkout under /tmp (as CI clones one) has its .venv-sandbox there: the jail's private /tmp must not
+    hide it, and the program still finds a /tmp of its own to write."""
+    venv = Path("/tmp") / f"eager-venv-test-{os.getpid()}"
+    subprocess.run([sys.executable if os.geteuid() != 0 else "/usr/bin/python3", "-m", "venv", "--without-pip",
+                    str(venv)], check=True)
+    try:
+        out = Output()
+        with Interpreter(python=str(venv / "bin" / "python"), sandbox=SMALL) as it:
+            assert it.run("import sys\nopen('/tmp/mine', 'w').write('x')\nprint(sys.prefix)\n", 1, out,
+                          timeout=30).ok
+        assert out.text() == f"{venv}\n"
+    finally:
+        shutil.rmtree(venv)
