@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import uuid
 
 import click
 
@@ -21,6 +20,7 @@ from common.config import Settings
 from common.protocol import BatchFinished, BatchStarted, ChunkReady, Gate, Summary
 from eager.client import Client
 from eager.replay import ReplayServer, SpeedProfile
+from eager.replay_stack import on_replay
 from eager.stack import LocalStack
 
 PROGRAM = "".join(f"value_{i} = {i} * 2\n" for i in range(8)) + "print(value_7)\n"
@@ -72,8 +72,7 @@ def main(sessions: int, ttft: float, tps: float) -> None:
     base = Settings.from_env()
     with ReplayServer({"bench": ANSWER}, SpeedProfile(ttft_s=ttft, tokens_per_s=tps)) as server:
         for warm in (0, base.warm_interpreters):
-            settings = dataclasses.replace(base, model_base_url=server.base_url, model="bench", warm_interpreters=warm,
-                                           namespace=f"bench-{uuid.uuid4().hex[:8]}")
+            settings = on_replay(dataclasses.replace(base, warm_interpreters=warm), server, "bench", label="bench")
             waits = measure(settings, sessions)
             click.echo(f"warm interpreters: {warm}")
             click.echo(f"  first chunk, published -> running:       {_quantiles(waits['first'])}")

@@ -14,7 +14,6 @@ import dataclasses
 import itertools
 import json
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -400,13 +399,13 @@ def sweep(settings: Settings, answer: str, profile: Any, counts: Sequence[int], 
     """The same load for each executor count: one replay model serving `answer` at `profile`'s speed, and per
     point a fresh stack in a namespace of its own (forgotten afterwards)."""
     from eager.replay import ReplayServer
+    from eager.replay_stack import on_replay
 
     reports = []
     with ReplayServer({REPLAY_MODEL: answer}, profile) as server:
         for executors in counts:
-            configured = dataclasses.replace(settings, model_base_url=server.base_url, model=REPLAY_MODEL,
-                                             namespace=f"{settings.namespace}-load-{uuid.uuid4().hex[:8]}")
-            report = run_point(configured, executors, sessions, concurrency, gate=gate, on_done=on_done)
+            report = run_point(on_replay(settings, server, REPLAY_MODEL, "load"), executors, sessions, concurrency,
+                               gate=gate, on_done=on_done)
             on_point(report)
             reports.append(report)
     return reports

@@ -18,7 +18,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Self
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 
 from common.config import Settings
 from common.lifetime import die_with_parent
+from eager.replay_stack import own_namespace
 
 MODEL_NAME = "smollm2-135m-instruct"  # what requests name; llama.cpp's server answers to any name
 START_TIMEOUT_S = 60.0
@@ -110,5 +110,4 @@ def unless_configured(settings: Settings, always: bool = False,
     announce(base_url)
     with tempfile.TemporaryDirectory(prefix="eager-model-") as directory, LocalModel(base_url,
                                                                                       Path(directory) / "model.log"):
-        yield dataclasses.replace(settings, model_base_url=base_url, model=MODEL_NAME,
-                                  namespace=f"{settings.namespace}-local-{uuid.uuid4().hex[:8]}")
+        yield own_namespace(dataclasses.replace(settings, model_base_url=base_url, model=MODEL_NAME), "local")

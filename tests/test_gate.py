@@ -339,9 +339,9 @@ def _arrive(gate: GateState, c: ChunkReady):
 
 
 def test_the_human_view_shows_why_a_chunk_waits(capsys):
-    from eager.cli import _HumanView
+    from eager.cli.view import HumanView
 
-    view = _HumanView()
+    view = HumanView()
     view.show(GateDecision(3, 13, 14, GateAction.HOLD, "calls open(..., 'w') at line 13 (file write; preset strict)",
                            "strict", 13, 0))
     view.show(GateDecision(2, 8, 11, GateAction.MERGE, "definition of describe: runs with the next chunk", "strict",

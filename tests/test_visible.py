@@ -1,6 +1,6 @@
 """The human view is not a terminal for the program: every control character shows, none acts.
 
-`visible` is checked on every code point there is; the view (`eager.cli._HumanView`) on the events a
+`visible` is checked on every code point there is; the view (`eager.cli.view.HumanView`) on the events a
 session sends, cut in every place, since deltas and output arrive in arbitrary pieces.
 """
 
@@ -12,7 +12,7 @@ import unicodedata
 import pytest
 
 from common.protocol import BatchFinished, Delta, ExecutionError, Gate, Output, SessionStatus, Summary
-from eager.cli import _HumanView
+from eager.cli.view import HumanView
 from eager.visible import visible
 
 BIDI_CONTROLS = {"LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI"}
@@ -52,7 +52,7 @@ def test_visible(text: str, shown: str) -> None:
 
 
 def shown_by_the_view(messages: list, capsys: pytest.CaptureFixture[str]) -> str:
-    view = _HumanView()
+    view = HumanView()
     for message in messages:
         view.show(message)
     return capsys.readouterr().out
@@ -79,7 +79,7 @@ def test_the_answer_is_echoed_line_by_line_as_python_ends_lines(cut: int, capsys
 
 def test_a_line_is_echoed_once_it_ended(capsys: pytest.CaptureFixture[str]) -> None:
     """A final \\r is a line end once the next character shows it is not the start of \\r\\n."""
-    view = _HumanView()
+    view = HumanView()
     view.show(Delta("x = 1\r", 0))
     assert capsys.readouterr().out == ""
     view.show(Delta("y", 0))

@@ -7,8 +7,6 @@ sees the same tokens at the same times and the same machine load.
 
 from __future__ import annotations
 
-import dataclasses
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 
 from common.config import Settings
@@ -17,8 +15,8 @@ from eager.bench.measure import Run, record
 from eager.bench.profiles import Profile
 from eager.bench.tasks import Task
 from eager.client import Client
-from eager.replay import ReplayServer, tokenize_answer
-from eager.stack import LocalStack
+from eager.replay import tokenize_answer
+from eager.replay_stack import replay_stack
 
 PROMPT = [{"role": "user", "content": "Solve the task."}]
 
@@ -26,11 +24,9 @@ PROMPT = [{"role": "user", "content": "Solve the task."}]
 def run_profile(settings: Settings, profile: Profile, tasks: Sequence[Task], gates: Sequence[Gate],
                 on_run: Callable[[Run], None] = lambda run: None) -> Iterator[Run]:
     """Every task under every gate at one speed; the stages are this profile's own."""
-    with ReplayServer({task.id: task.answer for task in tasks}, profile.speed) as server:
-        # stages of their own, in a namespace of their own, new per profile and dropped after it
-        configured = dataclasses.replace(settings, model_base_url=server.base_url,
-                                         namespace=f"{settings.namespace}-bench-{uuid.uuid4().hex[:8]}")
-        with LocalStack(configured, forget=True) as ready, Client(ready) as client:
+    # stages of their own, in a namespace of their own, new per profile and dropped after it
+    with replay_stack(settings, {task.id: task.answer for task in tasks}, profile.speed, label="bench") as ready:
+        with Client(ready) as client:
             for task in tasks:
                 tokens = tokenize_answer(task.answer)
                 for gate in gates:

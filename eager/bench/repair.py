@@ -12,11 +12,9 @@ a task run back to back under one profile, serial first, through `Client.solve` 
 from __future__ import annotations
 
 import ast
-import dataclasses
 import itertools
 import json
 import re
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,8 +30,7 @@ from eager.bench.tasks import Task
 from eager.client import Client
 from eager.quantiles import quantile
 from eager.repair import RepairReport
-from eager.replay import ReplayServer
-from eager.stack import LocalStack
+from eager.replay_stack import replay_stack
 
 FAULT = "_ = undefined_name\n"  # a model's typical slip: a name it never defined
 FRACTION = 0.33
@@ -141,10 +138,8 @@ def run_profile(settings: Settings, profile: Profile, broken: Mapping[Task, str]
     """Every task's repair loop under each gate at one speed; the stages are this profile's own. The replay
     model answers a chat with k assistant messages with answer k: the broken one first, then the reference."""
     answers = {task.id: [answer, task.answer] for task, answer in broken.items()}
-    with ReplayServer(answers, profile.speed) as server:
-        configured = dataclasses.replace(settings, model_base_url=server.base_url,
-                                         namespace=f"{settings.namespace}-bench-{uuid.uuid4().hex[:8]}")
-        with LocalStack(configured, forget=True) as ready, Client(ready) as client:
+    with replay_stack(settings, answers, profile.speed, label="bench") as ready:
+        with Client(ready) as client:
             for task in broken:
                 for gate in GATES:
                     report = client.solve(messages=PROMPT, model=task.id, gate=gate, repairs=REPAIRS)

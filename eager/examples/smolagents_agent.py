@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import uuid
 from collections.abc import Iterator
 
 from common.config import Settings
 from eager import local_model
-from eager.replay import ReplayServer, SpeedProfile
+from eager.replay import SpeedProfile
+from eager.replay_stack import replay_model
 from eager.smolagents_adapter import eager_code_agent
 from eager.stack import LocalStack
 
@@ -57,9 +56,9 @@ LIVE_TASK = "What is the sum of the squares of the first ten prime numbers?"
 @contextlib.contextmanager
 def scripted(settings: Settings) -> Iterator[Settings]:
     """A replay model serving the scripted steps (the k-th call gets step k), and a namespace of this run's own."""
-    with ReplayServer({"scripted": SCRIPTED_STEPS}, SpeedProfile(ttft_s=0.3, tokens_per_s=60.0)) as server:
-        yield dataclasses.replace(settings, model_base_url=server.base_url, model="scripted",
-                                  namespace=f"{settings.namespace}-smolagents-{uuid.uuid4().hex[:8]}")
+    with replay_model(settings, {"scripted": SCRIPTED_STEPS}, SpeedProfile(ttft_s=0.3, tokens_per_s=60.0),
+                      model="scripted", label="smolagents") as configured:
+        yield configured
 
 
 def main(argv: list[str] | None = None) -> None:
