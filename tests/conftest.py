@@ -5,6 +5,7 @@ Tests never flush the shared Redis: each gets a namespace of its own and deletes
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -12,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +26,7 @@ from common.heartbeat import alive
 from common.lifetime import die_with_parent
 from common.protocol import STAGES, Keys
 from eager.replay import Answers, ReplayServer, SpeedProfile
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -42,12 +43,20 @@ def _cleanup(settings: Settings) -> None:
     client.close()
 
 
+@contextlib.contextmanager
+def private_namespace() -> Iterator[Settings]:
+    """Settings from the environment in a namespace of their own, whose keys are deleted afterwards."""
+    settings = dataclasses.replace(Settings.from_env(), namespace=f"test-{uuid.uuid4().hex[:10]}")
+    try:
+        yield settings
+    finally:
+        _cleanup(settings)
+
+
 @pytest.fixture
 def settings() -> Iterator[Settings]:
-    base = Settings.from_env()
-    settings = dataclasses.replace(base, namespace=f"test-{uuid.uuid4().hex[:10]}")
-    yield settings
-    _cleanup(settings)
+    with private_namespace() as settings:
+        yield settings
 
 
 def free_port() -> int:
@@ -69,10 +78,13 @@ class ProcfileStack:
         self.processes: dict[str, subprocess.Popen] = {}
         self.metrics_ports: dict[str, int] = {}
 
-    def start(self) -> ProcfileStack:
-        """The stages; not the Procfile's local model (tests bring their own model endpoint)."""
+    def start(self, executors: int = 1) -> ProcfileStack:
+        """The stages, with `executors` executors; not the Procfile's local model (tests bring their own model
+        endpoint)."""
         for name in STAGES:
             self.spawn(name)
+        for n in range(2, executors + 1):
+            self.spawn(f"executor-{n}", "executor")
         self.wait_alive()
         return self
 
@@ -96,13 +108,14 @@ class ProcfileStack:
     def wait_alive(self) -> None:
         """Until each process beats under its own name (a killed predecessor's beat does not count)."""
         client, keys = connect(self.settings), Keys(self.settings.namespace)
-        deadline = time.monotonic() + 30
-        while not all(f"{socket.gethostname()}:{process.pid}" in alive(client, keys, name.split("-")[0])
-                      for name, process in self.processes.items()):
+
+        def all_beating() -> bool:
             for name, process in self.processes.items():
                 assert process.poll() is None, f"{name} died:\n{self.log(name)}"
-            assert time.monotonic() < deadline, "stages did not start beating"
-            time.sleep(0.05)
+            return all(f"{socket.gethostname()}:{process.pid}" in alive(client, keys, name.split("-")[0])
+                       for name, process in self.processes.items())
+
+        eventually(all_beating, "stages beating", 30, every_s=0.05)
         client.close()
 
     def log(self, name: str) -> str:
@@ -128,13 +141,14 @@ class ReplayStacks:
         self.log_dir = log_dir
         self.started: list[tuple[ReplayServer, ProcfileStack]] = []
 
-    def __call__(self, answers: Answers, profile: SpeedProfile, **settings: Any) -> tuple[Settings, ReplayServer]:
+    def __call__(self, answers: Answers, profile: SpeedProfile, executors: int = 1,
+                 **settings: Any) -> tuple[Settings, ReplayServer]:
         """`settings` override the stack's (e.g. lease_s=1.0)."""
         server = ReplayServer(answers, profile).start()
         stack = ProcfileStack(dataclasses.replace(self.settings, model_base_url=server.base_url, **settings),
                               self.log_dir)
         self.started.append((server, stack))
-        stack.start()
+        stack.start(executors)
         return stack.settings, server
 
     @property
@@ -142,7 +156,9 @@ class ReplayStacks:
         return self.started[-1][1]
 
     def stop(self) -> None:
-        for server, stack in self.started:
+        """Every stack and its model; a second call finds nothing left to stop."""
+        while self.started:
+            server, stack = self.started.pop()
             stack.stop()
             server.stop()
 

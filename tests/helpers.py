@@ -7,7 +7,10 @@ import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from common.protocol import Message, Summary
 from eager.client import Session
@@ -19,6 +22,20 @@ if os.path.exists(SANDBOX_VENV_PYTHON):
 else:
     PYTHON = FALLBACK_PYTHON if os.geteuid() == 0 else sys.executable
 UNSHOWN = "(an error python did not show)"
+T = TypeVar("T")
+
+
+def eventually(condition: Callable[[], T], what: str, within_s: float = 10.0, every_s: float = 0.02) -> T:
+    """The first true value `condition` returns, polled every `every_s`; the test fails after `within_s`.
+
+    For what nothing signals to a test: a key's expiry or deletion (keyspace notifications are off by default),
+    a counter on a scrape, a server starting to answer. An exception `condition` raises ends the wait at once.
+    """
+    deadline = time.monotonic() + within_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"not within {within_s:g} s: {what}"
+        time.sleep(every_s)
+    return value
 
 
 def answer_of(code: str, before: str = "Here is the program:\n\n", after: str = "\nThat is all.\n") -> str:

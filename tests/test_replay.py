@@ -20,6 +20,7 @@ import openai
 import pytest
 
 from eager.replay import ReplayServer, SpeedProfile, schedule_offsets, tokenize_answer
+from tests.helpers import eventually
 
 CODE_ANSWER = (
     "Here is the code:\n\n```python\nimport math\n\ndef area(r: float) -> float:\n"
@@ -61,16 +62,13 @@ def _http(
 
 
 def _wait_settled(server: ReplayServer, rid: str, deadline_s: float = 5.0) -> dict[str, Any]:
-    """Poll the record endpoint until the stream is finished or disconnected."""
-    end = time.monotonic() + deadline_s
-    while True:
+    """The record once the stream is finished or disconnected."""
+    def settled() -> dict[str, Any] | None:
         status, rec = _http(server, "GET", f"/v1/replays/{rid}")
         assert status == 200, rec
-        if rec["finished"] or rec["disconnected"]:
-            return rec
-        if time.monotonic() > end:
-            raise AssertionError(f"record {rid} did not settle: {rec}")
-        time.sleep(0.01)
+        return rec if rec["finished"] or rec["disconnected"] else None
+
+    return eventually(settled, f"record {rid} settled", deadline_s, every_s=0.01)
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ from deploy import dashboard
 from eager.client import Client
 from eager.replay import SpeedProfile
 from tests.conftest import free_port
-from tests.helpers import answer_of, collect
+from tests.helpers import answer_of, collect, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -223,10 +223,7 @@ class PrometheusApi:
         return float(result[0]["value"][1]) if result else None
 
     def wait(self, what: str, condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            assert time.monotonic() < deadline, f"Prometheus: {what} not within {timeout_s:.0f} s"
-            time.sleep(0.1)  # polling a condition with a deadline, not a guessed delay
+        eventually(condition, f"Prometheus: {what}", timeout_s, every_s=0.1)
 
 
 @contextmanager

@@ -4,7 +4,6 @@ session once Redis is back."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import subprocess
 import time
@@ -16,9 +15,8 @@ from common.config import Settings
 from common.connection import ping
 from common.protocol import Output, SessionStatus
 from eager.client import Client, Session
-from eager.replay import ReplayServer, SpeedProfile
-from tests.conftest import ProcfileStack
-from tests.helpers import answer_of, collect
+from eager.replay import SpeedProfile
+from tests.helpers import answer_of, collect, eventually
 
 SLOW = answer_of("import time\nprint('one', flush=True)\ntime.sleep(2)\nprint('two')\n")
 QUICK = answer_of("print(6 * 7)\n")
@@ -42,10 +40,7 @@ class PrivateRedis:
             [shutil.which("redis-server"), "--port", "0", "--unixsocket", str(self.socket), "--save", "",
              "--appendonly", "no", "--dir", str(self.directory)], stdout=subprocess.DEVNULL)
         settings = Settings(redis_url=self.url)
-        deadline = time.monotonic() + 10
-        while not ping(settings, 0.2):
-            assert time.monotonic() < deadline, "private redis-server did not start"
-            time.sleep(0.02)
+        eventually(lambda: ping(settings, 0.2), "private redis-server answers")
         return self
 
     def kill(self) -> None:
@@ -54,15 +49,13 @@ class PrivateRedis:
 
 
 @pytest.fixture
-def stack_on_private_redis(settings, tmp_path):
+def stack_on_private_redis(replay_stack, tmp_path):
     """(settings, redis-server, stack): the Procfile stages and a replay model on a Redis of their own."""
     redis_server = PrivateRedis(tmp_path).start()
-    server = ReplayServer({"slow": SLOW, "quick": QUICK}, SpeedProfile(ttft_s=0.05, tokens_per_s=100.0)).start()
-    configured = dataclasses.replace(settings, redis_url=redis_server.url, model_base_url=server.base_url, lease_s=1.0)
-    stack = ProcfileStack(configured, tmp_path).start()
-    yield configured, redis_server, stack
-    stack.stop()
-    server.stop()
+    configured, _ = replay_stack({"slow": SLOW, "quick": QUICK}, SpeedProfile(ttft_s=0.05, tokens_per_s=100.0),
+                                 redis_url=redis_server.url, lease_s=1.0)
+    yield configured, redis_server, replay_stack.stack
+    replay_stack.stop()  # the stages still talk to their Redis on the way out
     if redis_server.process.poll() is None:
         redis_server.kill()
 

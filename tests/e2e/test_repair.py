@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -18,7 +17,7 @@ from common.protocol import Keys, Output, SessionStatus
 from eager.client import Client, ConversationClosed
 from eager.replay import SpeedProfile
 from tests.conftest import ROOT, stage_env
-from tests.helpers import answer_of, collect
+from tests.helpers import answer_of, collect, eventually
 
 FAST = SpeedProfile(ttft_s=0.05, tokens_per_s=400.0)
 # The first answer fails on its third line, long before the model is done writing: eager stops it there.
@@ -29,12 +28,8 @@ TASK = [{"role": "user", "content": "Sort the data and print its total."}]
 
 
 def released(redis, keys: Keys, conversation_id: str, within_s: float, why: str) -> None:  # type: ignore[no-untyped-def]
-    """Wait, to a deadline, for the executor to let the conversation go: its lease key disappears, an event
-    Redis does not signal without keyspace notifications (off by default), so it is polled."""
-    deadline = time.monotonic() + within_s
-    while redis.exists(keys.conversation_lease(conversation_id, "executor")):
-        assert time.monotonic() < deadline, why
-        time.sleep(0.05)
+    """Wait, to a deadline, for the executor to let the conversation go: its lease key disappears."""
+    eventually(lambda: not redis.exists(keys.conversation_lease(conversation_id, "executor")), why, within_s)
 
 
 def _requests_for(server, model: str) -> list[dict]:

@@ -11,9 +11,8 @@ the sandbox's output cap, their error texts cut with a marker, and still end wit
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import textwrap
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,9 +22,9 @@ import pytest
 from common.config import Settings
 from common.protocol import MAX_BODY_CHARS, ExecutionError, Message, Output, SessionStatus, Summary, clip
 from eager.client import Client
-from eager.replay import ReplayServer, SpeedProfile
+from eager.replay import SpeedProfile
 from executor_pool.interpreter import truncation_marker
-from tests.conftest import ProcfileStack, _cleanup
+from tests.conftest import ReplayStacks, private_namespace
 from tests.helpers import UNSHOWN, Outcome, answer_of, collect, python_outcome
 
 pytestmark = pytest.mark.slow
@@ -306,26 +305,13 @@ def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Setti
         code = textwrap.dedent(body).lstrip("\n")
         answers[name] = answer_of(code)
         answers[f"{name}-raw"] = code
-    started: list[tuple[ReplayServer, ProcfileStack]] = []
-    by_rate = {}
-    try:
+    with contextlib.ExitStack() as started:
+        by_rate = {}
         for rate, profile in RATES.items():
-            base = dataclasses.replace(Settings.from_env(), namespace=f"test-{uuid.uuid4().hex[:10]}",
-                                       batch_timeout_s=10.0, preload=PRELOADS[rate])
-            server = ReplayServer(answers, profile).start()
-            stack = ProcfileStack(dataclasses.replace(base, model_base_url=server.base_url),
-                                  tmp_path_factory.mktemp(rate))
-            started.append((server, stack))
-            for name in ("producer", "detector", "executor", "executor-2", "executor-3", "executor-4"):
-                stack.spawn(name, name.split("-")[0])
-            stack.wait_alive()
-            by_rate[rate] = stack.settings
+            stacks = ReplayStacks(started.enter_context(private_namespace()), tmp_path_factory.mktemp(rate))
+            started.callback(stacks.stop)
+            by_rate[rate], _ = stacks(answers, profile, executors=4, batch_timeout_s=10.0, preload=PRELOADS[rate])
         yield by_rate
-    finally:
-        for server, stack in started:
-            stack.stop()
-            server.stop()
-            _cleanup(stack.settings)
 
 
 def run_everywhere(settings: Settings, name: str) -> dict[str, tuple[list[Message], Summary]]:
