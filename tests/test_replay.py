@@ -19,7 +19,9 @@ from typing import Any
 import openai
 import pytest
 
+from common.config import Settings
 from eager.replay import ReplayServer, SpeedProfile, schedule_offsets, tokenize_answer
+from eager.replay_stack import replay_model
 from tests.helpers import eventually
 
 CODE_ANSWER = (
@@ -371,3 +373,17 @@ def test_scripted_turns_follow_the_assistant_messages_and_stop_sequences_cut() -
         assert answer(0, stop=["Observation:", "never"]) == "first ```python\nx = 1\n```\n"
         assert answer(0, stop="```\n") == "first ```python\nx = 1\n"
         assert server.replays()["replay-5"]["messages"][0] == {"role": "user", "content": "task"}
+
+
+def test_a_replayed_run_gets_its_own_model_and_namespace() -> None:
+    """Two replayed runs on one base: each its own server and a namespace of its own under the base's."""
+    base = Settings.from_env()
+    with replay_model(base, {"m": OTHER_ANSWER}, FAST, model="m", label="mine") as first, \
+            replay_model(base, {"m": CODE_ANSWER}, FAST) as second:
+        assert first.namespace.startswith(f"{base.namespace}-mine-") and second.namespace.startswith(
+            f"{base.namespace}-replay-")
+        assert first.namespace != second.namespace and first.model_base_url != second.model_base_url
+        assert (first.model, second.model) == ("m", base.model)
+        reply = openai.OpenAI(base_url=first.model_base_url, api_key="replay", max_retries=0, timeout=10)
+        answer = reply.chat.completions.create(model=first.model, messages=[{"role": "user", "content": "go"}])
+        assert answer.choices[0].message.content == OTHER_ANSWER
