@@ -19,7 +19,7 @@ from eager.visible import visible
 
 
 def solve(settings: Settings, gate: Gate, as_json: bool, prompt: str, repairs: int, model: str | None,
-           timeout_s: float | None = None, figures: Path = Path(DEFAULT_FIGURES)) -> bool:
+          timeout_s: float | None = None, figures: Path = Path(DEFAULT_FIGURES)) -> bool:
     """The repair loop with every event shown; prints the per-turn report and returns whether it succeeded."""
     with Client(settings) as client:
         report = client.solve(messages=[{"role": "user", "content": prompt}], repairs=repairs, model=model, gate=gate,
@@ -33,8 +33,8 @@ def solve(settings: Settings, gate: Gate, as_json: bool, prompt: str, repairs: i
 
 
 def run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str = REPLAY_PROMPT, raw: bool = False,
-             model: str | None = None, timeout_s: float | None = None, batch_chunks: int | None = None,
-             batch_wait_ms: int | None = None, figures: Path = Path(DEFAULT_FIGURES)) -> Summary:
+            model: str | None = None, timeout_s: float | None = None, batch_chunks: int | None = None,
+            batch_wait_ms: int | None = None, figures: Path = Path(DEFAULT_FIGURES)) -> Summary:
     """One session; `raw`: a completion request (the answer is bare code), else a chat one (markdown)."""
     with Client(settings) as client:
         limits = {"timeout_s": timeout_s, "batch_chunks": batch_chunks, "batch_wait_ms": batch_wait_ms}
@@ -90,8 +90,8 @@ def run(prompt: str | None, replay_files: tuple[Path, ...], repairs: int, gate: 
                 ok = solve(ready, Gate(gate), as_json, prompt or REPLAY_PROMPT, repairs, model, timeout_s, figures)
             else:
                 ok = run_one(ready, Gate(gate), as_json, prompt or REPLAY_PROMPT, raw, model=model,
-                              timeout_s=timeout_s, batch_chunks=batch_chunks, batch_wait_ms=batch_wait_ms,
-                              figures=figures).status.value == "ok"
+                             timeout_s=timeout_s, batch_chunks=batch_chunks, batch_wait_ms=batch_wait_ms,
+                             figures=figures).status.value == "ok"
         except ProtocolError as exc:
             raise click.UsageError(str(exc)) from exc
         except Overloaded as exc:

@@ -80,6 +80,7 @@ def model(settings: Settings, always: bool = False) -> Iterator[Settings]:
 
 @contextlib.contextmanager
 def stack(settings: Settings, executors: int = 1) -> Iterator[Settings]:
+    """The running stack, or one started for the command (`LocalStack`); why not, as a ClickException."""
     try:
         with LocalStack(settings, executors=executors) as ready:
             yield ready
