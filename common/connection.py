@@ -6,6 +6,7 @@ import redis
 import redis.asyncio
 
 from common.config import Settings
+from common.errors import EagerError
 
 # Every blocking read (XREAD BLOCK) waits at most MAX_BLOCK_MS and loops: well under the
 # socket timeout, so a live Redis never times a read out and a dead one is noticed.
@@ -17,7 +18,7 @@ ENCODING_ERRORS = "replace"
 ASYNC_MAX_CONNECTIONS = 5000  # per stage process (see connect_async)
 
 
-class RedisUnavailable(RuntimeError):
+class RedisUnavailable(EagerError, RuntimeError):
     """No Redis answers at the configured URL; the message says how to get one."""
 
 

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from common.errors import EagerError
+
 SCHEMA_VERSION = 1
 # Larger than any prompt a model's context takes (and than any chunk or output event, which the
 # sandbox caps well below), small enough that one message cannot stall a stage or Redis.
@@ -58,7 +60,7 @@ CONVERSATION_HOLDERS = ("client", "executor")
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(EagerError, ValueError):
     """A message that cannot be read: unknown version or kind, missing or mistyped fields."""
 
 

@@ -14,11 +14,12 @@ from detector._events import NEED_DATA, Chunk, CodeEnded, CodeInvalid, Event, Ne
 from detector._fences import BLOCK_END, BlockEnd, FenceReader
 from detector.lines import LineCount
 from detector._statements import Statements, StatementSplitter, SyntaxProblem
+from common.errors import EagerError
 
 __all__ = ["Detector", "NEED_DATA", "Chunk", "CodeEnded", "CodeInvalid"]
 
 
-class DetectorError(RuntimeError):
+class DetectorError(EagerError, RuntimeError):
     """The caller broke the protocol (data after the end)."""
 
 

@@ -36,6 +36,7 @@ from common.protocol import (
 )
 from common.streams import decode_entries, end_abandoned, publish
 from eager import repair
+from common.errors import EagerError
 
 # How long past the session timeout a client waits for the executor's terminal event.
 TERMINAL_GRACE_S = 15.0
@@ -45,7 +46,7 @@ READ_COUNT = 512  # entries per stream and read
 STARTED_GRACE_LEASES = 3  # a conversation's later turn goes to an executor already waiting for it
 
 
-class Overloaded(RuntimeError):
+class Overloaded(EagerError, RuntimeError):
     """The admission limit refused a session: `EAGER_MAX_QUEUED` sessions already wait for an executor.
     Nothing was enqueued or published; the caller may retry later (or the deployment add executors)."""
 
@@ -80,7 +81,7 @@ def in_publication_order(response: list | None, streams: list[str], count: int) 
     return [entry for entry in ordered if horizon is None or _entry_order(entry[1]) <= horizon]
 
 
-class ConversationClosed(RuntimeError):
+class ConversationClosed(EagerError, RuntimeError):
     """The conversation cannot take another turn: it was closed, reached its turn limit, or its executor
     let it go (idle past `EAGER_TURN_IDLE_S`, or the executor died). Nothing was submitted."""
 

@@ -26,13 +26,14 @@ from urllib.parse import urlsplit
 from common.config import Settings
 from common.lifetime import die_with_parent
 from eager.replay_stack import own_namespace
+from common.errors import EagerError
 
 MODEL_NAME = "smollm2-135m-instruct"  # what requests name; llama.cpp's server answers to any name
 START_TIMEOUT_S = 60.0
 CONTEXT_TOKENS = 8192  # what SmolLM2 was trained for (its GGUF says so): an agent's prompt grows with every step
 
 
-class LocalModelUnavailable(RuntimeError):
+class LocalModelUnavailable(EagerError, RuntimeError):
     """The local model is not installed; the message says how to get it."""
 
 

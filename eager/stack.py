@@ -23,11 +23,12 @@ from common.connection import RedisUnavailable, connect, ping
 from common.heartbeat import alive
 from common.lifetime import die_with_parent
 from common.protocol import STAGES, Keys
+from common.errors import EagerError
 
 START_TIMEOUT_S = 30.0
 
 
-class StackError(RuntimeError):
+class StackError(EagerError, RuntimeError):
     """A stage could not be started; the message carries the tail of its log."""
 
 

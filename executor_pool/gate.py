@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from common.protocol import ChunkReady, CodeInvalid, CodeStatus, DetectionEnd, Gate, GateAction, Message
 from executor_pool.static_gate import RUN, Decision, Rules, StaticGate
+from common.errors import EagerError
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +54,7 @@ class BatchLimits:
             raise ValueError(f"batch limits need at least 1 chunk and 0 ms, got {self.chunks} and {self.wait_ms}")
 
 
-class GateError(ValueError):
+class GateError(EagerError, ValueError):
     """Chunks out of order or after the end: the detector broke its contract."""
 
 

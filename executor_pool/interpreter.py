@@ -44,6 +44,7 @@ from typing import Any, NoReturn
 from common.config import Settings
 from executor_pool._runner import FILENAME, MAX_FIGURE_BYTES
 from executor_pool.sandbox import Sandbox, SandboxConfig, SandboxError
+from common.errors import EagerError
 
 RUNNER = Path(__file__).with_name("_runner.py")
 MAX_FRAME = 1 << 30  # a reply larger than this is a protocol violation
@@ -53,7 +54,7 @@ OutputCallback = Callable[[str, str], None]
 FigureCallback = Callable[[bytes], None]
 
 
-class InterpreterError(Exception):
+class InterpreterError(EagerError):
     """The interpreter, not the program, failed; the Interpreter is unusable after it."""
 
 

@@ -57,6 +57,7 @@ import psutil
 from common.config import Settings
 from common.protocol import MAX_OUTPUT_BYTES
 from executor_pool import _mounts, _seccomp
+from common.errors import EagerError
 from executor_pool._cgroup import Cgroup
 from executor_pool._syscalls import (
     CLONE_NEWIPC,
@@ -88,7 +89,7 @@ KILL_DEADLINE_S = 5.0
 KILL = shutil.which("kill", path="/usr/bin:/bin") or "/bin/kill"
 
 
-class SandboxError(Exception):
+class SandboxError(EagerError):
     """The sandbox cannot be set up as configured: a deployment problem, not the program's."""
 
 
