@@ -21,23 +21,46 @@ import redis.asyncio
 
 RENEWALS_PER_PERIOD = 3
 
+# Renew only one's own lease, or one that is gone (Redis restarted, or it lapsed and nobody took it): never
+# overwrite a lease another process took over. Release only one's own.
+_RENEW = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 def _milliseconds(lease_s: float) -> int:
     return max(1, int(lease_s * 1000))
+
+
+def renew(client: redis.Redis, key: str, owner: str, lease_s: float) -> bool:
+    """Take or extend the lease unless another owner holds it; whether this owner holds it now."""
+    return bool(client.eval(_RENEW, 1, key, owner, _milliseconds(lease_s)))
+
+
+def release(client: redis.Redis, key: str, owner: str) -> bool:
+    """Give the lease up if this owner still holds it; whether it did."""
+    return bool(client.eval(_RELEASE, 1, key, owner))
 
 
 @contextlib.contextmanager
 def held(client: redis.Redis, key: str, owner: str, lease_s: float) -> Iterator[None]:
     """Hold the lease from a daemon thread for the duration of the block (sync callers: the executor)."""
     stop = threading.Event()
-    client.set(key, owner, px=_milliseconds(lease_s))
+    renew(client, key, owner, lease_s)
 
-    def renew() -> None:
+    def keep() -> None:
         while not stop.wait(lease_s / RENEWALS_PER_PERIOD):
             with contextlib.suppress(redis.RedisError):  # Redis away: the lease lapses, which is the truth
-                client.set(key, owner, px=_milliseconds(lease_s))
+                renew(client, key, owner, lease_s)
 
-    thread = threading.Thread(target=renew, name="lease", daemon=True)
+    thread = threading.Thread(target=keep, name="lease", daemon=True)
     thread.start()
     try:
         yield
@@ -45,31 +68,31 @@ def held(client: redis.Redis, key: str, owner: str, lease_s: float) -> Iterator[
         stop.set()
         thread.join()
         with contextlib.suppress(redis.RedisError):
-            client.delete(key)
+            release(client, key, owner)
 
 
 @contextlib.asynccontextmanager
 async def held_async(client: redis.asyncio.Redis, key: str, owner: str, lease_s: float) -> AsyncIterator[None]:
     """Hold the lease from a task for the duration of the block (asyncio callers: the producer)."""
-    await client.set(key, owner, px=_milliseconds(lease_s))
+    await client.eval(_RENEW, 1, key, owner, _milliseconds(lease_s))
     released = asyncio.Event()
 
-    async def renew() -> None:
+    async def keep() -> None:
         while not released.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(released.wait(), lease_s / RENEWALS_PER_PERIOD)
             if not released.is_set():
                 with contextlib.suppress(redis.RedisError):
-                    await client.set(key, owner, px=_milliseconds(lease_s))
+                    await client.eval(_RENEW, 1, key, owner, _milliseconds(lease_s))
 
-    renewal = asyncio.create_task(renew())
+    renewal = asyncio.create_task(keep())
     try:
         yield
     finally:
         released.set()  # not a cancel: redis-py can swallow one (see producer.generation)
         await renewal
         with contextlib.suppress(redis.RedisError):
-            await client.delete(key)
+            await client.eval(_RELEASE, 1, key, owner)
 
 
 class Watch:

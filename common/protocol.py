@@ -18,6 +18,7 @@ key                                 type    content
 ``<ns>:{<session>}:cancel``         stream  Cancel (executor or client -> producer)
 ``<ns>:{<session>}:events``         stream  SessionStarted, GateDecision*, Batch*, Output, Figure, ExecutionError, Summary (executor -> client)
 ``<ns>:{<session>}:lease:<stage>``  string  the process working on the session for that stage; expires unless renewed
+``<ns>:{<session>}:end``            string  the events entry id of the session's one Summary; whoever sets it ended it
 ``<ns>:{<conv>}:turns``             stream  TurnRequest* then ConversationEnd (client -> the executor running the conversation)
 ``<ns>:{<conv>}:lease:<stage>``     string  the client holding the conversation open, the executor keeping its interpreter
 ``<ns>:stages:<stage>``             zset    process name -> last heartbeat (ms); who is alive
@@ -111,6 +112,9 @@ class Keys:
     def events(self, session_id: str) -> str:
         return self._session(session_id, "events")
 
+    def end(self, session_id: str) -> str:
+        return self._session(session_id, "end")
+
     def lease(self, session_id: str, stage: str) -> str:
         if stage not in STAGES:
             raise ProtocolError(f"unknown stage {stage!r}")
@@ -129,7 +133,7 @@ class Keys:
 
     def session_keys(self, session_id: str) -> tuple[str, ...]:
         return (self.tokens(session_id), self.chunks(session_id), self.cancel(session_id), self.events(session_id),
-                *(self.lease(session_id, stage) for stage in STAGES))
+                self.end(session_id), *(self.lease(session_id, stage) for stage in STAGES))
 
     def stage_heartbeats(self, stage: str) -> str:
         if stage not in STAGES:
@@ -358,6 +362,38 @@ class TurnRequest(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class SessionSpec(Message):
+    """What an executor job runs: its one argument, in this module's codec, so it is versioned like every
+    message and a newer executor reads an older one (or refuses it clearly) instead of unpacking positions.
+    Its first turn's fields are a TurnRequest's; a conversation's later turns come on its `turns` stream."""
+
+    kind: ClassVar[str] = "session_spec"
+    session_id: str
+    gate: Gate
+    submitted_ns: int
+    batch_chunks: int | None = None
+    batch_wait_ms: int | None = None
+    timeout_s: float | None = None
+    execute: bool = True
+    conversation: str | None = None  # with a conversation, the job takes its later turns in the same interpreter
+    setup: str | None = None  # run in every fresh interpreter of the conversation before its first turn
+    max_turns: int = 1
+
+    def __post_init__(self) -> None:
+        check_session_id(self.session_id)
+        check_timeout(self.timeout_s)
+        object.__setattr__(self, "gate", Gate(self.gate))
+        if self.conversation is not None:
+            check_session_id(self.conversation)
+        if type(self.max_turns) is not int or self.max_turns < 1:
+            raise ProtocolError("`max_turns` must be a positive integer")
+
+    def first_turn(self) -> TurnRequest:
+        return TurnRequest(self.session_id, self.gate, self.submitted_ns, self.batch_chunks, self.batch_wait_ms,
+                           self.timeout_s, self.execute)
+
+
+@dataclass(frozen=True, slots=True)
 class ConversationEnd(Message):
     """The client is done with the conversation: the executor frees its interpreter."""
 
@@ -510,7 +546,7 @@ _KINDS: dict[str, type[Message]] = {
     for cls in (
         SessionRequest, Delta, GenerationEnd, ChunkReady, CodeInvalid, DetectionEnd, Cancel,
         SessionStarted, GateDecision, BatchStarted, Output, Figure, BatchFinished, ExecutionError, Summary,
-        TurnRequest, ConversationEnd,
+        TurnRequest, ConversationEnd, SessionSpec,
     )
 }
 

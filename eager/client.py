@@ -29,6 +29,7 @@ from common.protocol import (
     Keys,
     Message,
     SessionRequest,
+    SessionSpec,
     SessionStatus,
     Summary,
     TurnRequest,
@@ -134,7 +135,10 @@ class Session:
         while ended is None:
             now = now_ns()
             if now >= deadline_ns:
-                yield end(self._terminal(SessionStatus.TIMEOUT, "no terminal event from the executor in time"))
+                with contextlib.suppress(RedisError):  # published if it can be: any other reader sees the same end
+                    yield from read(None)
+                if ended is None:
+                    yield end(self._end_abandoned(SessionStatus.TIMEOUT, "no terminal event from the executor in time"))
                 return
             if now - reached_ns > REDIS_GIVE_UP_LEASES * settings.lease_s * 1e9:
                 yield end(self._terminal(SessionStatus.FAILED, f"Redis unreachable for "
@@ -148,7 +152,7 @@ class Session:
                         while ended is None and (unread := list(read(None))):
                             yield from unread
                         if ended is None:
-                            yield end(self._end_abandoned(taken=executor.seen))
+                            yield end(self._end_abandoned(SessionStatus.FAILED, self._lost(taken=executor.seen)))
                         return
                 yield from read(min((deadline_ns - now) // 1_000_000, check_every_ns // 1_000_000, MAX_BLOCK_MS) or 1)
                 reached_ns = now_ns()
@@ -160,15 +164,22 @@ class Session:
         return Summary(status=status, gate=self.request.gate, submitted_ns=self.request.submitted_ns,
                        finished_ns=now_ns(), stdout="", detail=detail, turn=self.turn)
 
-    def _end_abandoned(self, taken: bool) -> Summary:
-        """The executor died mid-session (or never took a turn it was waiting for): stop the model, and record
-        the end where every reader sees it."""
+    def _lost(self, taken: bool) -> str:
         settings = self._client.settings
-        detail = (f"the executor stopped renewing its lease for {settings.lease_s} s (killed or lost) before the "
-                  "session ended" if taken else f"no executor took this turn within {self._executor_grace_s} s (its "
-                  "conversation ended: closed, idle past EAGER_TURN_IDLE_S, or its executor died)")
-        summary = self._terminal(SessionStatus.FAILED, detail)
-        return end_abandoned(self._client.redis, self._client.keys, self.id, summary, "client", settings.key_ttl_s)
+        return (f"the executor stopped renewing its lease for {settings.lease_s} s (killed or lost) before the "
+                "session ended" if taken else f"no executor took this turn within {self._executor_grace_s} s (its "
+                "conversation ended: closed, idle past EAGER_TURN_IDLE_S, or its executor died)")
+
+    def _end_abandoned(self, status: SessionStatus, detail: str) -> Summary:
+        """Nothing will end the session (its executor died, never took the turn, or is past the deadline): end it
+        where every reader sees it, and stop the model. If the executor ended it first, that end is returned;
+        with Redis unreachable the end is this reader's alone."""
+        summary = self._terminal(status, detail)
+        try:
+            return end_abandoned(self._client.redis, self._client.keys, self.id, summary, "client",
+                                 self._client.settings.key_ttl_s)
+        except RedisError:
+            return summary
 
     def result(self) -> Summary:
         """Wait for the end of the session (at once if it is known)."""
@@ -282,14 +293,12 @@ class Client:
         if self.settings.max_queued > 0 and (queued := self._queue.count) >= self.settings.max_queued:
             raise Overloaded(queued, self.settings.max_queued)
         turns = 1 if conversation is None else conversation.max_turns
-        # what a lone session with the executor's defaults does not need is left out: older executors run it
-        optional = {"conversation": None if conversation is None else conversation.id,
-                    "setup": None if conversation is None else conversation.setup,
-                    "max_turns": None if turns == 1 else turns, "timeout_s": request.timeout_s,
-                    "execute": None if execute else False}
+        spec = SessionSpec(request.session_id, request.gate, request.submitted_ns, request.batch_chunks,
+                           request.batch_wait_ms, request.timeout_s, execute,
+                           conversation=None if conversation is None else conversation.id,
+                           setup=None if conversation is None else conversation.setup, max_turns=turns)
         self._queue.enqueue(
-            "executor_pool.session.run_session", request.session_id, request.gate.value, request.submitted_ns,
-            request.batch_chunks, request.batch_wait_ms, **{k: v for k, v in optional.items() if v is not None},
+            "executor_pool.session.run_session", encode(spec),
             job_id=self.keys.executor_job_id(request.session_id),
             job_timeout=int(turns * (self.settings.session_timeout_s + self.settings.turn_idle_s) + 60),
             result_ttl=self.settings.key_ttl_s, failure_ttl=self.settings.key_ttl_s, ttl=self.settings.key_ttl_s,

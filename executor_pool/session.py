@@ -14,6 +14,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import redis
 
@@ -37,14 +38,16 @@ from common.protocol import (
     Message,
     Output,
     ProtocolError,
+    SessionSpec,
     SessionStarted,
     SessionStatus,
     Summary,
     TurnRequest,
     clip,
+    decode,
     fitting,
 )
-from common.streams import decode_entries, publish
+from common.streams import decode_entries, end_session, publish
 from executor_pool.conversation import Interpreters, SetupFailed, TurnWait
 from executor_pool.gate import Batch, BatchLimits, GateError, GateState
 from executor_pool.interpreter import (
@@ -58,6 +61,7 @@ from executor_pool.interpreter import (
 from executor_pool.static_gate import Escape, Rules
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DETECTOR_GRACE_LEASES = 3  # no detector for this many lease periods: none is coming (a takeover needs about one)
 
@@ -73,17 +77,35 @@ _END_STATUS = {
 }
 
 
-def run_session(session_id: str, gate: str, submitted_ns: int, batch_chunks: int | None = None,
-                batch_wait_ms: int | None = None, conversation: str | None = None, setup: str | None = None,
-                max_turns: int = 1, timeout_s: float | None = None, execute: bool = True) -> str:
-    """The RQ job function; returns the (last turn's) terminal status. The batch limits and `timeout_s` are the
-    session's own, if it chose. With a `conversation`, the job then runs that conversation's later turns, up to
-    `max_turns`, in the same interpreter. The arguments after `batch_wait_ms` come as keywords, and only when
-    set: a lone session with default limits is a job that older executors run too."""
+# The positional job arguments clients sent before the session spec, in their order (the rest came as keywords).
+_UNVERSIONED = ("session_id", "gate", "submitted_ns", "batch_chunks", "batch_wait_ms")
+
+
+def spec_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> SessionSpec:
+    """The session spec an executor job carries: its one argument, encoded by the protocol; or the positional
+    arguments (and keywords) of a client older than the spec, read into one. Anything else is refused clearly."""
+    if len(args) == 1 and isinstance(args[0], dict) and not kwargs:
+        spec = decode(args[0])
+        if not isinstance(spec, SessionSpec):
+            raise ProtocolError(f"an executor job carries a {spec.kind} message, not a session spec")
+        return spec
+    if 3 <= len(args) <= len(_UNVERSIONED) and isinstance(args[0], str):
+        fields = {**dict(zip(_UNVERSIONED, args)), **kwargs}
+        try:
+            return SessionSpec(**fields)
+        except TypeError as exc:
+            raise ProtocolError(f"unreadable executor job arguments from an older client: {exc}") from exc
+    raise ProtocolError(f"unreadable executor job arguments: {len(args)} positional, keywords {sorted(kwargs)}")
+
+
+def run_session(*args: Any, **kwargs: Any) -> str:
+    """The RQ job function: runs the session its spec names and returns the (last turn's) terminal status. With a
+    conversation, the job then runs that conversation's later turns, up to `max_turns`, in the same interpreter."""
+    spec = spec_of(args, kwargs)
     settings = Settings.from_env()
     client, keys = connect(settings), Keys(settings.namespace)
-    interpreters = Interpreters(settings, setup=setup)
-    turn = TurnRequest(session_id, Gate(gate), submitted_ns, batch_chunks, batch_wait_ms, timeout_s, execute)
+    interpreters = Interpreters(settings, setup=spec.setup)
+    turn, conversation = spec.first_turn(), spec.conversation
     turns = None if conversation is None else TurnWait(client, keys, settings, conversation)
     with contextlib.ExitStack() as stack:
         stack.callback(interpreters.close)
@@ -92,12 +114,10 @@ def run_session(session_id: str, gate: str, submitted_ns: int, batch_chunks: int
                                      settings.lease_s))
         number = 1
         while True:
-            interpreters.keep = turns is not None and number < max_turns  # the last turn's interpreter goes with it
+            interpreters.keep = turns is not None and number < spec.max_turns  # the last turn's interpreter goes with it
             with held(client, keys.lease(turn.session_id, "executor"), process_name(), settings.lease_s):
-                status = SessionRunner(client, keys, settings, turn.session_id, turn.gate, turn.submitted_ns,
-                                       interpreters, turn.batch_chunks, turn.batch_wait_ms, number,
-                                       turn.timeout_s, turn.execute).run()
-            if turns is None or number >= max_turns or (turn := turns.next_turn()) is None:
+                status = SessionRunner(client, keys, settings, interpreters, turn, number).run()
+            if turns is None or number >= spec.max_turns or (turn := turns.next_turn()) is None:
                 return status.value
             number += 1
 
@@ -114,15 +134,9 @@ class SessionRunner:
     client: redis.Redis
     keys: Keys
     settings: Settings
-    session_id: str
-    policy: Gate
-    submitted_ns: int
     interpreters: Interpreters
-    batch_chunks: int | None = None
-    batch_wait_ms: int | None = None
-    turn: int = 1
-    timeout_s: float | None = None  # the session's own limit, if it set one
-    execute: bool = True  # False: a conversation's turn that only talks; its answer streams, nothing runs
+    request: TurnRequest  # the session, its gate and its own limits (batching, timeout), if it chose any
+    turn: int = 1  # its place in its conversation
     gate: GateState = field(init=False)
     _cursors: dict[str, str] = field(init=False)
     _stdout: list[str] = field(default_factory=list)
@@ -137,9 +151,31 @@ class SessionRunner:
     _figures: int = 0
     _started_ns: int = field(default_factory=now_ns)  # the job began: the end of the session's wait in the queue
 
+    @property
+    def session_id(self) -> str:
+        return self.request.session_id
+
+    @property
+    def policy(self) -> Gate:
+        return self.request.gate
+
+    @property
+    def submitted_ns(self) -> int:
+        return self.request.submitted_ns
+
+    @property
+    def timeout_s(self) -> float | None:
+        return self.request.timeout_s
+
+    @property
+    def execute(self) -> bool:
+        """False: a conversation's turn that only talks; its answer streams, nothing runs."""
+        return self.request.execute
+
     def __post_init__(self) -> None:
-        limits = BatchLimits(self.batch_chunks or self.settings.gate_batch_chunks,
-                             self.settings.gate_batch_wait_ms if self.batch_wait_ms is None else self.batch_wait_ms)
+        chunks, wait_ms = self.request.batch_chunks, self.request.batch_wait_ms
+        limits = BatchLimits(chunks or self.settings.gate_batch_chunks,
+                             self.settings.gate_batch_wait_ms if wait_ms is None else wait_ms)
         rules = Rules.parse(self.settings.gate_preset, self.settings.gate_escapes, self.settings.gate_hold)
         self.gate = GateState(self.policy, rules, limits)
         self._cursors = {self.keys.chunks(self.session_id): "0-0", self.keys.cancel(self.session_id): "0-0"}
@@ -356,7 +392,11 @@ class SessionRunner:
             turn=self.turn,
             interpreter_kept=kept,
         )
-        self._safely(lambda: self._publish(fitting(summary)))
+        ended = self._safely(lambda: end_session(self.client, self.keys, self.session_id, fitting(summary),
+                                                 self.settings.key_ttl_s))
+        if ended is not None and not ended.won:  # its lease lapsed and a client or the worker ended it first
+            log.warning("session %s was already ended (%s: %s); its own %s summary is not published",
+                        self.session_id, ended.summary.status.value, ended.summary.detail, summary.status.value)
         return summary
 
     def _await_generation_end(self) -> None:
@@ -368,11 +408,12 @@ class SessionRunner:
                 return
             self._read(block_ms=min(remaining_ms, MAX_BLOCK_MS))
 
-    def _safely(self, action) -> None:  # type: ignore[no-untyped-def]
+    def _safely(self, action: Callable[[], _T]) -> _T | None:
         try:
-            action()
+            return action()
         except (redis.RedisError, ProtocolError, GateError):
             log.exception("session %s: could not publish", self.session_id)
+            return None
 
 
 def _error_dict(type_: str, message: str, line: int | None, traceback: str) -> dict:

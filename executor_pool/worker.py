@@ -19,9 +19,9 @@ from common.config import Settings
 from common.connection import connect
 from common.heartbeat import process_name, start_beating
 from common.metrics import serve_metrics
-from common.protocol import Gate, Keys, Message, ProtocolError, SessionStatus, Summary, TurnRequest, decode
+from common.protocol import Keys, Message, ProtocolError, SessionStatus, Summary, TurnRequest, decode
 from common.streams import end_abandoned
-from executor_pool import metrics, session  # noqa: F401  session: imported once here, not in every forked horse
+from executor_pool import metrics, session  # session: imported once here, not in every forked horse
 from executor_pool.pool import InterpreterPool, hand_off, new_interpreter
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,10 @@ class PoolWorker(Worker):
         without a summary. Never raises: the worker outlives whatever a session left behind."""
         keys = Keys(self.settings.namespace)
         try:
-            session_id, gate, submitted_ns, *_ = job.args
-            turns = [TurnRequest(session_id, Gate(gate), submitted_ns)]
-            conversation = job.kwargs.get("conversation")
-            if conversation is not None:
-                turns += [m for m in self._read(keys.turns(conversation)) if isinstance(m, TurnRequest)]
+            spec = session.spec_of(tuple(job.args), dict(job.kwargs))
+            turns = [spec.first_turn()]
+            if spec.conversation is not None:
+                turns += [m for m in self._read(keys.turns(spec.conversation)) if isinstance(m, TurnRequest)]
             returned = job.get_status(refresh=True) == JobStatus.FINISHED  # run_session published its own end
         except Exception:
             log.exception("job %s: could not read its sessions after its horse exited", job.id)
@@ -70,7 +69,7 @@ class PoolWorker(Worker):
     def _after_session(self, keys: Keys, turn: TurnRequest, number: int, returned: bool) -> None:
         chunks = self._read(keys.chunks(turn.session_id))
         events = self._read(keys.events(turn.session_id))
-        if not any(isinstance(event, Summary) for event in events):
+        if not any(isinstance(event, Summary) for event in events):  # read first: most sessions ended themselves
             events.append(self._end_orphan(keys, turn, number, returned))
         metrics.observe_session(chunks, events)
 

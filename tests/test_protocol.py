@@ -7,6 +7,8 @@ import json
 import pytest
 
 from common import protocol as p
+from common.protocol import Cancel, Gate, ProtocolError, SessionSpec, TurnRequest, encode
+from executor_pool.session import spec_of
 from common.config import Settings
 
 
@@ -134,3 +136,25 @@ def test_the_largest_output_figure_and_error_events_fit_one_message():
     p.encode(p.Output(0, "stdout", "\x01" * READ_SIZE + truncation_marker(p.MAX_OUTPUT_BYTES), 1))
     p.encode(p.Figure(0, 1, base64.b64encode(b"\xff" * MAX_FIGURE_BYTES).decode("ascii"), 1))
     p.encode(p.ExecutionError("E" * 100, p.clip("\x01" * 5_000_000), 1, p.clip("\x01" * 5_000_000), 1))
+
+
+def test_an_executor_job_reads_its_session_spec_or_an_older_clients_arguments() -> None:
+    spec = SessionSpec("s1", Gate.BATCH, 7, batch_chunks=2, timeout_s=3.0, conversation="c1", setup="x = 1",
+                       max_turns=4)
+    assert spec_of((encode(spec),), {}) == spec
+    assert spec.first_turn() == TurnRequest("s1", Gate.BATCH, 7, 2, None, 3.0, True)
+    older = spec_of(("s1", "eager", 7, None, None), {"conversation": "c1", "max_turns": 4})
+    assert (older.conversation, older.max_turns, older.gate) == ("c1", 4, Gate.EAGER)
+
+
+@pytest.mark.parametrize("args, kwargs", [
+    ((), {}),
+    (({"v": "999", "kind": "session_spec", "data": "{}"},), {}),
+    ((encode(Cancel("r", "client", 1)),), {}),
+    (("s1", "eager", 7), {"shiny_new_option": True}),
+    (("s1", "eager", 7, None, None, "extra"), {}),
+    (("bad id!", "eager", 7), {}),
+])
+def test_an_unreadable_executor_job_is_refused_clearly(args, kwargs) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ProtocolError):
+        spec_of(args, kwargs)

@@ -12,12 +12,13 @@ import time
 
 import psutil
 import pytest
+from rq.job import Job, JobStatus
 
 from common.config import Settings
 from common.protocol import BatchStarted, ChunkReady, Output, SessionStarted, SessionStatus, Summary, decode
 from eager.client import Client
 from eager.replay import SpeedProfile
-from tests.helpers import answer_of, assert_session_keys_expire, collect, run_with_python
+from tests.helpers import answer_of, assert_session_keys_expire, collect, eventually, run_with_python
 
 SLEEPER = answer_of("import time\nprint('started', flush=True)\ntime.sleep(60)\nprint('never')\n")
 QUICK = answer_of("print(6 * 7)\n")
@@ -166,3 +167,29 @@ def test_a_killed_interpreter_ends_its_session_and_the_worker_serves_the_next(re
         assert_session_keys_expire(settings, session.id)
         _, after = collect(client.submit(messages=[{"role": "user", "content": "go"}], model="quick"))
         assert after.status is SessionStatus.OK and after.stdout == "42\n"
+
+
+@pytest.mark.slow
+def test_an_executor_that_outlives_its_lease_does_not_end_the_session_a_second_time(replay_stack):
+    """Racing enders: the horse is frozen (alive, lease lapsing), the client ends the session, the horse thaws
+    and finishes the program, and the worker observes the job: the events stream still holds one Summary."""
+    settings, _ = replay_stack({"napper": answer_of("import time\nprint('started', flush=True)\ntime.sleep(2)\n"
+                                                    "print('woke')\n")}, SpeedProfile(ttft_s=0.05, tokens_per_s=400.0))
+    with Client(settings) as client:
+        session = client.submit(messages=[{"role": "user", "content": "go"}], model="napper")
+        horse = None
+        for event in session.events(tokens=False):
+            if isinstance(event, Output) and horse is None:
+                owner = client.redis.get(client.keys.lease(session.id, "executor"))
+                horse = psutil.Process(int(owner.rpartition(":")[2]))
+                horse.suspend()
+        summary = session.summary
+        assert summary.status is SessionStatus.FAILED and "executor stopped renewing its lease" in summary.detail
+        horse.resume()
+        job = Job.fetch(client.keys.executor_job_id(session.id), connection=client._queue.connection)
+        eventually(lambda: job.get_status(refresh=True) in (JobStatus.FINISHED, JobStatus.FAILED),
+                   "the thawed horse finishes its job", within_s=30)
+        stored = [decode(fields) for _, fields in client.redis.xrange(client.keys.events(session.id))]
+        assert "".join(e.text for e in stored if isinstance(e, Output)) == "started\nwoke\n", "it did not run on"
+        assert [e.detail for e in stored if isinstance(e, Summary)] == [summary.detail]
+        assert session.result() is summary

@@ -19,9 +19,11 @@ from common.protocol import (
     Output,
     ProtocolError,
     SessionRequest,
+    SessionSpec,
     SessionStarted,
     SessionStatus,
     Summary,
+    decode,
     encode,
 )
 from eager.client import Client, Session
@@ -219,15 +221,14 @@ def test_a_reader_that_falls_behind_still_gets_the_summary_the_executor_publishe
     assert sum(isinstance(event, Summary) for event in rest) == 1
 
 
-def test_a_lone_session_with_default_limits_is_a_job_older_executors_run(settings):
-    """The job of a session that needs nothing new carries the five arguments every executor version takes."""
+def test_the_executor_job_carries_one_versioned_session_spec(settings):
+    """The job's one argument is the protocol's SessionSpec, with the session's own limits in it."""
     from rq.job import Job
 
     with Client(settings) as client:
-        session = client.submit(messages=[{"role": "user", "content": "go"}])
-        job = Job.fetch(Keys(settings.namespace).executor_job_id(session.id),
-                        connection=connect(settings, decode=False))
-        assert len(job.args) == 5 and job.kwargs == {}
-        timed = client.submit(messages=[{"role": "user", "content": "go"}], timeout_s=5)
+        timed = client.submit(messages=[{"role": "user", "content": "go"}], timeout_s=5, batch_chunks=3)
         job = Job.fetch(Keys(settings.namespace).executor_job_id(timed.id), connection=connect(settings, decode=False))
-        assert job.kwargs == {"timeout_s": 5}
+        assert job.kwargs == {} and len(job.args) == 1
+        spec = decode(job.args[0])
+        assert isinstance(spec, SessionSpec)
+        assert (spec.session_id, spec.timeout_s, spec.batch_chunks, spec.max_turns) == (timed.id, 5, 3, 1)
