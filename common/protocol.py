@@ -551,6 +551,11 @@ _KINDS: dict[str, type[Message]] = {
 }
 
 
+# What `Session.events()` yields: the tokens, the chunks and the executor's events, in publication order.
+SessionEvent = (Delta | GenerationEnd | ChunkReady | CodeInvalid | DetectionEnd | SessionStarted | GateDecision
+                | BatchStarted | Output | Figure | BatchFinished | ExecutionError | Summary)
+
+
 def to_data(message: Message) -> dict[str, Any]:
     """The message's fields as JSON-ready data, with its kind."""
     data = dataclasses.asdict(message)  # type: ignore[call-overload]

@@ -82,6 +82,10 @@ def in_publication_order(response: list | None, streams: list[str], count: int) 
     return [entry for entry in ordered if horizon is None or _entry_order(entry[1]) <= horizon]
 
 
+class ClientClosed(EagerError, RuntimeError):
+    """The client was closed: it submits nothing more (its connections are gone)."""
+
+
 class ConversationClosed(EagerError, RuntimeError):
     """The conversation cannot take another turn: it was closed, reached its turn limit, or its executor
     let it go (idle past `EAGER_TURN_IDLE_S`, or the executor died). Nothing was submitted."""
@@ -201,6 +205,7 @@ class Client:
         self.redis = connect(self.settings)
         self._conversations: weakref.WeakSet[Conversation] = weakref.WeakSet()
         self._queue = Queue(self.keys.executor_queue, connection=connect(self.settings, decode=False))
+        self.closed = False
 
     def submit(
         self,
@@ -241,6 +246,7 @@ class Client:
         `setup` is Python run in every fresh interpreter before its first turn (helpers the agent's code calls).
         `timeout_s` limits each turn. Close it (or use it as a context manager) to free the executor holding the
         interpreter."""
+        self._check_open()
         conversation = Conversation(self, {"model": model, "gate": gate, "max_tokens": max_tokens,
                                            "temperature": temperature, "stop": stop, "timeout_s": timeout_s},
                                     max_turns, setup)
@@ -289,6 +295,7 @@ class Client:
 
     def _start(self, request: SessionRequest, conversation: Conversation | None = None, execute: bool = True) -> Session:
         """Enqueue the executor's job (it forks and starts while the model thinks), then publish the request."""
+        self._check_open()
         # checked, then enqueued: clients submitting at the same instant may pass the limit by a few
         if self.settings.max_queued > 0 and (queued := self._queue.count) >= self.settings.max_queued:
             raise Overloaded(queued, self.settings.max_queued)
@@ -309,8 +316,13 @@ class Client:
     def publish_request(self, request: SessionRequest) -> None:
         self.redis.xadd(self.keys.requests, encode(request), maxlen=100_000, approximate=True)
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ClientClosed("this client is closed: open a new Client to submit")
+
     def close(self) -> None:
-        """Close the conversations still open (their executors are freed), then the connections."""
+        """Close the conversations still open (their executors are freed), then the connections. Idempotent."""
+        self.closed = True
         for conversation in list(self._conversations):
             conversation.close()
         self.redis.close()
