@@ -63,7 +63,7 @@ def _entry_order(entry_id: str) -> tuple[int, int]:
     return int(milliseconds), int(sequence)
 
 
-def in_publication_order(response: list | None, streams: list[str], count: int) -> list[tuple[str, str, Message]]:
+def in_publication_order(response: list[Any] | None, streams: list[str], count: int) -> list[tuple[str, str, Message]]:
     """One XREAD reply over several streams, merged in the order its entries were published (Redis groups
     the reply by stream). Ties within a millisecond go by `streams`' order. A stream that filled `count`
     may have more entries: nothing later than its last one is returned yet (the next read returns it)."""
@@ -354,7 +354,7 @@ class Conversation:
         self.setup = setup
         self.id = uuid.uuid4().hex
         self.sessions: list[Session] = []
-        self._held = contextlib.ExitStack()
+        self._held: contextlib.ExitStack[bool | None] | None = contextlib.ExitStack()
         keys, settings = client.keys, client.settings
         self._held.enter_context(held(client.redis, keys.conversation_lease(self.id, "client"), "client",
                                       settings.lease_s))

@@ -42,13 +42,13 @@ SETUP_FILENAME = "<eager:setup>"
 PROGRAM_FILE = "program.py"
 
 
-def program_filename(turn):
+def program_filename(turn: int) -> str:
     """A conversation's turns share globals, not program text: each turn is a program of its own, line 1
     again, and its own name keeps the tracebacks of functions earlier turns defined on their own source."""
     return FILENAME if turn <= 1 else "<eager:%d>" % turn
 
 
-def program_file(name):
+def program_file(name: str) -> "str | None":
     """The file in the working directory that holds program `name`'s text, as `python program.py` has one:
     `__file__`, tracebacks, logging and `inspect` name it. None for the setup code, which is not the program."""
     if name == FILENAME:
