@@ -3,36 +3,64 @@
 Everything a user needs is here: submit sessions with `Client` (or `AsyncClient`), read their events
 (`SessionEvent`, ending with a `Summary` whose `status` is a `SessionStatus`), hold a `Conversation`, and
 catch `EagerError` for anything Eager raises on purpose.
+
+The names load on first use: the stages' own modules live under this package too, and a stage process (or
+the sandbox's host code) importing one of them must not pay for the client, RQ and redis it does not use.
 """
 
-from common.config import Settings
-from common.errors import EagerError
-from common.protocol import (
-    BatchFinished,
-    BatchStarted,
-    ChunkReady,
-    CodeInvalid,
-    Delta,
-    DetectionEnd,
-    ExecutionError,
-    Figure,
-    Gate,
-    GateDecision,
-    GenerationEnd,
-    Output,
-    ProtocolError,
-    SessionEvent,
-    SessionStarted,
-    SessionStatus,
-    Summary,
-)
-from eager.aio import AsyncClient, AsyncConversation, AsyncSession
-from eager.client import Client, ClientClosed, Conversation, ConversationClosed, Overloaded, Session
-from eager.repair import RepairReport
+from __future__ import annotations
 
-__all__ = [
-    "AsyncClient", "AsyncConversation", "AsyncSession", "BatchFinished", "BatchStarted", "ChunkReady", "Client",
-    "ClientClosed", "CodeInvalid", "Conversation", "ConversationClosed", "Delta", "DetectionEnd", "EagerError",
-    "ExecutionError", "Figure", "Gate", "GateDecision", "GenerationEnd", "Output", "Overloaded", "ProtocolError",
-    "RepairReport", "Session", "SessionEvent", "SessionStarted", "SessionStatus", "Settings", "Summary",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from common.config import Settings
+    from common.errors import EagerError
+    from common.protocol import (
+        BatchFinished,
+        BatchStarted,
+        ChunkReady,
+        CodeInvalid,
+        Delta,
+        DetectionEnd,
+        ExecutionError,
+        Figure,
+        Gate,
+        GateDecision,
+        GenerationEnd,
+        Output,
+        ProtocolError,
+        SessionEvent,
+        SessionStarted,
+        SessionStatus,
+        Summary,
+    )
+    from eager.aio import AsyncClient, AsyncConversation, AsyncSession
+    from eager.client import Client, ClientClosed, Conversation, ConversationClosed, Overloaded, Session
+    from eager.repair import RepairReport
+
+_HOMES = {
+    "common.config": ("Settings",),
+    "common.errors": ("EagerError",),
+    "common.protocol": ("BatchFinished", "BatchStarted", "ChunkReady", "CodeInvalid", "Delta", "DetectionEnd",
+                        "ExecutionError", "Figure", "Gate", "GateDecision", "GenerationEnd", "Output",
+                        "ProtocolError", "SessionEvent", "SessionStarted", "SessionStatus", "Summary"),
+    "eager.aio": ("AsyncClient", "AsyncConversation", "AsyncSession"),
+    "eager.client": ("Client", "ClientClosed", "Conversation", "ConversationClosed", "Overloaded", "Session"),
+    "eager.repair": ("RepairReport",),
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'eager' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
