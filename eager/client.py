@@ -63,7 +63,7 @@ def _entry_order(entry_id: str) -> tuple[int, int]:
     return int(milliseconds), int(sequence)
 
 
-def in_publication_order(response: list[Any] | None, streams: list[str], count: int) -> list[tuple[str, str, Message]]:
+def in_publication_order(response: Any, streams: list[str], count: int) -> list[tuple[str, str, Message]]:
     """One XREAD reply over several streams, merged in the order its entries were published (Redis groups
     the reply by stream). Ties within a millisecond go by `streams`' order. A stream that filled `count`
     may have more entries: nothing later than its last one is returned yet (the next read returns it)."""
@@ -112,7 +112,7 @@ class Session:
         keys, redis, settings = self._client.keys, self._client.redis, self._client.settings
         # cause before effect: a token proves a chunk, a chunk runs and is reported
         streams = ([keys.tokens(self.id)] if tokens else []) + [keys.chunks(self.id), keys.events(self.id)]
-        cursors = {key: "0-0" for key in streams}
+        cursors: dict[Any, Any] = {key: "0-0" for key in streams}  # redis-py types its keys and ids as unions
         deadline_ns = self.request.submitted_ns + int(
             (settings.session_timeout(self.request.timeout_s) + TERMINAL_GRACE_S) * 1e9)
         executor = Watch(self.request.submitted_ns, grace_s=self._executor_grace_s)
@@ -314,7 +314,8 @@ class Client:
         return Session(self, request)
 
     def publish_request(self, request: SessionRequest) -> None:
-        self.redis.xadd(self.keys.requests, encode(request), maxlen=100_000, approximate=True)
+        fields: dict[Any, Any] = encode(request)
+        self.redis.xadd(self.keys.requests, fields, maxlen=100_000, approximate=True)
 
     def _check_open(self) -> None:
         if self.closed:
