@@ -16,8 +16,8 @@ import statistics
 
 import click
 
-from common.config import Settings
-from common.protocol import BatchFinished, BatchStarted, ChunkReady, Gate, Summary
+from eager.common.config import Settings
+from eager.common.protocol import BatchFinished, BatchStarted, ChunkReady, Gate, Summary
 from eager.client import Client
 from eager.replay import ReplayServer, SpeedProfile
 from eager.replay_stack import on_replay

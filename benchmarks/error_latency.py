@@ -18,9 +18,9 @@ import statistics
 
 import click
 
-from common.clock import now_ns
-from common.config import Settings
-from common.protocol import BatchFinished, ExecutionError, Gate, SessionStatus, Summary
+from eager.common.clock import now_ns
+from eager.common.config import Settings
+from eager.common.protocol import BatchFinished, ExecutionError, Gate, SessionStatus, Summary
 from eager.client import Client
 from eager.replay import SpeedProfile
 from eager.replay_stack import replay_stack

@@ -19,8 +19,8 @@ import time
 
 import click
 
-from executor_pool.interpreter import RUNNER
-from executor_pool.sandbox import Sandbox, SandboxConfig
+from eager.executor_pool.interpreter import RUNNER
+from eager.executor_pool.sandbox import Sandbox, SandboxConfig
 
 
 def one_start(config: SandboxConfig, python: str) -> tuple[dict[str, float], str]:

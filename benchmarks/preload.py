@@ -15,8 +15,8 @@ import statistics
 
 import click
 
-from common.config import Settings
-from common.protocol import Gate
+from eager.common.config import Settings
+from eager.common.protocol import Gate
 from eager.bench.harness import run_profile
 from eager.bench.measure import Run
 from eager.bench.profiles import PROFILES

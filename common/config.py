@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.protocol import MAX_OUTPUT_BYTES
+from eager.common.protocol import MAX_OUTPUT_BYTES
 
 
 def _setting(default: Any, env: str, doc: str, fallback_env: str | None = None, shown: str | None = None) -> Any:

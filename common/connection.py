@@ -5,8 +5,8 @@ from __future__ import annotations
 import redis
 import redis.asyncio
 
-from common.config import Settings
-from common.errors import EagerError
+from eager.common.config import Settings
+from eager.common.errors import EagerError
 
 # Every blocking read (XREAD BLOCK) waits at most MAX_BLOCK_MS and loops: well under the
 # socket timeout, so a live Redis never times a read out and a dead one is noticed.

@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 import redis
 import redis.asyncio
 
-from common.clock import now_ns
-from common.config import Settings
-from common.connection import connect, connect_async
-from common.heartbeat import process_name, start_beating
-from common.lease import RENEWALS_PER_PERIOD, held_async
-from common.protocol import Keys, ProtocolError, SessionRequest, decode, recover_session_id
+from eager.common.clock import now_ns
+from eager.common.config import Settings
+from eager.common.connection import connect, connect_async
+from eager.common.heartbeat import process_name, start_beating
+from eager.common.lease import RENEWALS_PER_PERIOD, held_async
+from eager.common.protocol import Keys, ProtocolError, SessionRequest, decode, recover_session_id
 
 log = logging.getLogger(__name__)
 

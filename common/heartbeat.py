@@ -13,8 +13,8 @@ import threading
 
 import redis
 
-from common.clock import now_ns
-from common.protocol import Keys
+from eager.common.clock import now_ns
+from eager.common.protocol import Keys
 
 BEAT_INTERVAL_S = 1.0
 ALIVE_WITHIN_S = 3.0

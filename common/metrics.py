@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import prometheus_client
 
-from common.config import Settings
+from eager.common.config import Settings
 
 # From 100 us (a dispatch) to 5 min (a session), fine enough between 1 and 30 s that a percentile
 # of end-to-end or generation time is not off by a whole second: one set resolves both ends.

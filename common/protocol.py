@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from common.errors import EagerError
+from eager.common.errors import EagerError
 
 SCHEMA_VERSION = 1
 # Larger than any prompt a model's context takes (and than any chunk or output event, which the

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import redis
 import redis.asyncio
 
-from common.clock import now_ns
-from common.protocol import Cancel, Keys, Message, Summary, decode, encode
+from eager.common.clock import now_ns
+from eager.common.protocol import Cancel, Keys, Message, Summary, decode, encode
 
 Entry = tuple[str, Message]
 

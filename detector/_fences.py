@@ -13,7 +13,7 @@ import re
 import tokenize
 from dataclasses import dataclass
 
-from detector.lines import LINE_END, readline
+from eager.detector.lines import LINE_END, readline
 
 
 class BlockEnd:

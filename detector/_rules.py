@@ -13,7 +13,7 @@ import tokenize
 from dataclasses import dataclass
 from enum import Enum
 
-from detector.lines import ends_line, readline
+from eager.detector.lines import ends_line, readline
 
 # A column-0 line starting with one of these continues the statement before it.
 CONTINUATION_KEYWORDS = frozenset({"else", "elif", "except", "finally"})

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import tree_sitter
 import tree_sitter_python
 
-from detector._rules import Judgement, Verdict, judge, parse_whole
-from detector.lines import count_line_ends, known_line_starts, lf_only, split_lines
+from eager.detector._rules import Judgement, Verdict, judge, parse_whole
+from eager.detector.lines import count_line_ends, known_line_starts, lf_only, split_lines
 
 _LANGUAGE = tree_sitter.Language(tree_sitter_python.language())
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections import deque
 
-from detector._events import NEED_DATA, Chunk, CodeEnded, CodeInvalid, Event, NeedData
-from detector._fences import BLOCK_END, BlockEnd, FenceReader
-from detector.lines import LineCount
-from detector._statements import Statements, StatementSplitter, SyntaxProblem
-from common.errors import EagerError
+from eager.detector._events import NEED_DATA, Chunk, CodeEnded, CodeInvalid, Event, NeedData
+from eager.detector._fences import BLOCK_END, BlockEnd, FenceReader
+from eager.detector.lines import LineCount
+from eager.detector._statements import Statements, StatementSplitter, SyntaxProblem
+from eager.common.errors import EagerError
 
 __all__ = ["Detector", "NEED_DATA", "Chunk", "CodeEnded", "CodeInvalid"]
 

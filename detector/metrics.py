@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from common.metrics import COUNT_BUCKETS, LATENCY_BUCKETS
-from common.protocol import ChunkReady, CodeStatus, DetectionEnd, Message
+from eager.common.metrics import COUNT_BUCKETS, LATENCY_BUCKETS
+from eager.common.protocol import ChunkReady, CodeStatus, DetectionEnd, Message
 
 DELTA = Histogram("eager_detector_delta_seconds", "Detector core time for one delta (extraction, parse, rules)",
                   buckets=LATENCY_BUCKETS)

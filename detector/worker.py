@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import redis.asyncio
 
-from common.clock import now_ns
-from common.config import Settings
-from common.connection import MAX_BLOCK_MS, connect_async
-from common.consumer import serve_requests
-from common.lease import Watch
-from common.metrics import serve_metrics
-from common.protocol import (
+from eager.common.clock import now_ns
+from eager.common.config import Settings
+from eager.common.connection import MAX_BLOCK_MS, connect_async
+from eager.common.consumer import serve_requests
+from eager.common.lease import Watch
+from eager.common.metrics import serve_metrics
+from eager.common.protocol import (
     DETECTOR_GROUP,
     ChunkReady,
     CodeInvalid,
@@ -33,10 +33,10 @@ from common.protocol import (
     SessionRequest,
     decode,
 )
-from common.streams import decode_entries, publish_async
-from detector import _events as events
-from detector import metrics
-from detector.core import NEED_DATA, Detector
+from eager.common.streams import decode_entries, publish_async
+from eager.detector import _events as events
+from eager.detector import metrics
+from eager.detector.core import NEED_DATA, Detector
 
 PRODUCER_GRACE_LEASES = 3  # a session no producer has taken after this many lease periods has none to take it
 

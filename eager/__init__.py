@@ -14,9 +14,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from common.config import Settings
-    from common.errors import EagerError
-    from common.protocol import (
+    from eager.common.config import Settings
+    from eager.common.errors import EagerError
+    from eager.common.protocol import (
         BatchFinished,
         BatchStarted,
         ChunkReady,
@@ -40,9 +40,9 @@ if TYPE_CHECKING:
     from eager.repair import RepairReport
 
 _HOMES = {
-    "common.config": ("Settings",),
-    "common.errors": ("EagerError",),
-    "common.protocol": ("BatchFinished", "BatchStarted", "ChunkReady", "CodeInvalid", "Delta", "DetectionEnd",
+    "eager.common.config": ("Settings",),
+    "eager.common.errors": ("EagerError",),
+    "eager.common.protocol": ("BatchFinished", "BatchStarted", "ChunkReady", "CodeInvalid", "Delta", "DetectionEnd",
                         "ExecutionError", "Figure", "Gate", "GateDecision", "GenerationEnd", "Output",
                         "ProtocolError", "SessionEvent", "SessionStarted", "SessionStatus", "Summary"),
     "eager.aio": ("AsyncClient", "AsyncConversation", "AsyncSession"),

@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, Self
 
-from common.config import Settings
-from common.protocol import Message, SessionRequest, Summary
+from eager.common.config import Settings
+from eager.common.protocol import Message, SessionRequest, Summary
 from eager.client import Client, Conversation, Session
 from eager.repair import RepairReport
 

@@ -18,11 +18,11 @@ from typing import Any, Self
 from redis import RedisError
 from rq import Queue
 
-from common.clock import now_ns
-from common.config import Settings
-from common.connection import MAX_BLOCK_MS, connect
-from common.lease import RENEWALS_PER_PERIOD, Watch, held
-from common.protocol import (
+from eager.common.clock import now_ns
+from eager.common.config import Settings
+from eager.common.connection import MAX_BLOCK_MS, connect
+from eager.common.lease import RENEWALS_PER_PERIOD, Watch, held
+from eager.common.protocol import (
     Cancel,
     ConversationEnd,
     Gate,
@@ -35,9 +35,9 @@ from common.protocol import (
     TurnRequest,
     encode,
 )
-from common.streams import decode_entries, end_abandoned, publish
+from eager.common.streams import decode_entries, end_abandoned, publish
 from eager import repair
-from common.errors import EagerError
+from eager.common.errors import EagerError
 
 # How long past the session timeout a client waits for the executor's terminal event.
 TERMINAL_GRACE_S = 15.0
@@ -305,7 +305,7 @@ class Client:
                            conversation=None if conversation is None else conversation.id,
                            setup=None if conversation is None else conversation.setup, max_turns=turns)
         self._queue.enqueue(
-            "executor_pool.session.run_session", encode(spec),
+            "eager.executor_pool.session.run_session", encode(spec),
             job_id=self.keys.executor_job_id(request.session_id),
             job_timeout=int(turns * (self.settings.session_timeout_s + self.settings.turn_idle_s) + 60),
             result_ttl=self.settings.key_ttl_s, failure_ttl=self.settings.key_ttl_s, ttl=self.settings.key_ttl_s,

@@ -22,9 +22,9 @@ from typing import Any, Self
 
 import psutil
 
-from common.clock import now_ns
-from common.config import Settings
-from common.protocol import Gate, SessionStatus, Summary
+from eager.common.clock import now_ns
+from eager.common.config import Settings
+from eager.common.protocol import Gate, SessionStatus, Summary
 from eager.client import Client, Overloaded
 from eager.quantiles import quantile
 
@@ -323,7 +323,7 @@ def run_sessions(settings: Settings, sessions: int, concurrency: int, *, model: 
 def _process_cpu() -> dict[str, float]:
     """CPU seconds so far of this process and of each child by kind (a stage's count includes what it reaped:
     an executor's work horses and the interpreters they ran)."""
-    from common.protocol import STAGES
+    from eager.common.protocol import STAGES
 
     own = psutil.Process()
     times = own.cpu_times()
@@ -370,9 +370,9 @@ def run_point(settings: Settings, executors: int, sessions: int, concurrency: in
 
 def running_executors(settings: Settings) -> int:
     """How many executors of the configured stack are alive (0: no running stack)."""
-    from common.connection import connect
-    from common.heartbeat import alive
-    from common.protocol import Keys
+    from eager.common.connection import connect
+    from eager.common.heartbeat import alive
+    from eager.common.protocol import Keys
 
     client = connect(settings)
     try:

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Self
 from urllib.parse import urlsplit
 
-from common.config import Settings
-from common.lifetime import die_with_parent
+from eager.common.config import Settings
+from eager.common.lifetime import die_with_parent
 from eager.replay_stack import own_namespace
-from common.errors import EagerError
+from eager.common.errors import EagerError
 
 MODEL_NAME = "smollm2-135m-instruct"  # what requests name; llama.cpp's server answers to any name
 START_TIMEOUT_S = 60.0

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.protocol import (
+from eager.common.protocol import (
     BatchStarted,
     ChunkReady,
     Delta,
@@ -24,7 +24,7 @@ from common.protocol import (
     SessionStatus,
     Summary,
 )
-from executor_pool._runner import program_file, program_filename
+from eager.executor_pool._runner import program_file, program_filename
 
 # What the program did wrong, so another answer may do better. The rest are the model's or the
 # system's failures (model_error, failed, rejected, cancelled): asking the model again does not help.

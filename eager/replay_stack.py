@@ -12,7 +12,7 @@ import dataclasses
 import uuid
 from collections.abc import Iterator
 
-from common.config import Settings
+from eager.common.config import Settings
 from eager.replay import Answers, ReplayServer, SpeedProfile
 from eager.stack import LocalStack
 

@@ -50,8 +50,8 @@ from smolagents.models import (
 from smolagents.monitoring import TokenUsage
 from smolagents.utils import truncate_content
 
-from common.config import Settings
-from common.protocol import Delta, Figure, FinishReason, GenerationEnd, Message, SessionStarted, SessionStatus, Summary
+from eager.common.config import Settings
+from eager.common.protocol import Delta, Figure, FinishReason, GenerationEnd, Message, SessionStarted, SessionStatus, Summary
 from eager.client import Client, Conversation, ConversationClosed, Session
 
 __all__ = ["FINAL_ANSWER_MARK", "SETUP", "EagerExecutor", "EagerModel", "eager_code_agent"]

@@ -18,12 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from common.config import Settings
-from common.connection import RedisUnavailable, connect, ping
-from common.heartbeat import alive
-from common.lifetime import die_with_parent
-from common.protocol import STAGES, Keys
-from common.errors import EagerError
+from eager.common.config import Settings
+from eager.common.connection import RedisUnavailable, connect, ping
+from eager.common.heartbeat import alive
+from eager.common.lifetime import die_with_parent
+from eager.common.protocol import STAGES, Keys
+from eager.common.errors import EagerError
 
 START_TIMEOUT_S = 30.0
 

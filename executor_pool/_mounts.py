@@ -28,7 +28,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 
-from executor_pool._syscalls import (
+from eager.executor_pool._syscalls import (
     MNT_DETACH,
     MS_BIND,
     MS_NODEV,

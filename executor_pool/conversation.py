@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 
 import redis
 
-from common.clock import now_ns
-from common.config import Settings
-from common.connection import MAX_BLOCK_MS
-from common.lease import RENEWALS_PER_PERIOD, Watch
-from common.protocol import ConversationEnd, Keys, ProtocolError, TurnRequest
-from common.streams import decode_entries
-from executor_pool._runner import SETUP_FILENAME, program_filename
-from executor_pool.interpreter import Interpreter, InterpreterError
-from executor_pool.pool import handed_off, new_interpreter
+from eager.common.clock import now_ns
+from eager.common.config import Settings
+from eager.common.connection import MAX_BLOCK_MS
+from eager.common.lease import RENEWALS_PER_PERIOD, Watch
+from eager.common.protocol import ConversationEnd, Keys, ProtocolError, TurnRequest
+from eager.common.streams import decode_entries
+from eager.executor_pool._runner import SETUP_FILENAME, program_filename
+from eager.executor_pool.interpreter import Interpreter, InterpreterError
+from eager.executor_pool.pool import handed_off, new_interpreter
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.protocol import ChunkReady, CodeInvalid, CodeStatus, DetectionEnd, Gate, GateAction, Message
-from executor_pool.static_gate import RUN, Decision, Rules, StaticGate
-from common.errors import EagerError
+from eager.common.protocol import ChunkReady, CodeInvalid, CodeStatus, DetectionEnd, Gate, GateAction, Message
+from eager.executor_pool.static_gate import RUN, Decision, Rules, StaticGate
+from eager.common.errors import EagerError
 
 
 @dataclass(frozen=True, slots=True)

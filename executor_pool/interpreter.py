@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from common.config import Settings
-from executor_pool._runner import FILENAME, MAX_FIGURE_BYTES
-from executor_pool.sandbox import Sandbox, SandboxConfig, SandboxError
-from common.errors import EagerError
+from eager.common.config import Settings
+from eager.executor_pool._runner import FILENAME, MAX_FIGURE_BYTES
+from eager.executor_pool.sandbox import Sandbox, SandboxConfig, SandboxError
+from eager.common.errors import EagerError
 
 RUNNER = Path(__file__).with_name("_runner.py")
 MAX_FRAME = 1 << 30  # a reply larger than this is a protocol violation

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from common.metrics import COUNT_BUCKETS, LATENCY_BUCKETS, seconds_between
-from common.protocol import (
+from eager.common.metrics import COUNT_BUCKETS, LATENCY_BUCKETS, seconds_between
+from eager.common.protocol import (
     BatchFinished,
     BatchStarted,
     ChunkReady,

@@ -16,9 +16,9 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from common.config import Settings
-from executor_pool.interpreter import Interpreter, InterpreterError
-from executor_pool.sandbox import SandboxConfig
+from eager.common.config import Settings
+from eager.executor_pool.interpreter import Interpreter, InterpreterError
+from eager.executor_pool.sandbox import SandboxConfig
 
 log = logging.getLogger(__name__)
 

@@ -54,12 +54,12 @@ from typing import Any
 
 import psutil
 
-from common.config import Settings
-from common.protocol import MAX_OUTPUT_BYTES
-from executor_pool import _mounts, _seccomp
-from common.errors import EagerError
-from executor_pool._cgroup import Cgroup
-from executor_pool._syscalls import (
+from eager.common.config import Settings
+from eager.common.protocol import MAX_OUTPUT_BYTES
+from eager.executor_pool import _mounts, _seccomp
+from eager.common.errors import EagerError
+from eager.executor_pool._cgroup import Cgroup
+from eager.executor_pool._syscalls import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
     CLONE_NEWNS,

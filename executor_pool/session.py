@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 
 import redis
 
-from common.clock import now_ns
-from common.config import Settings
-from common.connection import MAX_BLOCK_MS, connect
-from common.heartbeat import process_name
-from common.lease import RENEWALS_PER_PERIOD, held
-from common.protocol import (
+from eager.common.clock import now_ns
+from eager.common.config import Settings
+from eager.common.connection import MAX_BLOCK_MS, connect
+from eager.common.heartbeat import process_name
+from eager.common.lease import RENEWALS_PER_PERIOD, held
+from eager.common.protocol import (
     BatchFinished,
     BatchStarted,
     Cancel,
@@ -47,10 +47,10 @@ from common.protocol import (
     decode,
     fitting,
 )
-from common.streams import decode_entries, end_session, publish
-from executor_pool.conversation import Interpreters, SetupFailed, TurnWait
-from executor_pool.gate import Batch, BatchLimits, GateError, GateState
-from executor_pool.interpreter import (
+from eager.common.streams import decode_entries, end_session, publish
+from eager.executor_pool.conversation import Interpreters, SetupFailed, TurnWait
+from eager.executor_pool.gate import Batch, BatchLimits, GateError, GateState
+from eager.executor_pool.interpreter import (
     BatchTimeout,
     CodeError,
     Interpreter,
@@ -58,7 +58,7 @@ from executor_pool.interpreter import (
     InterpreterError,
     LimitExceeded,
 )
-from executor_pool.static_gate import Escape, Rules
+from eager.executor_pool.static_gate import Escape, Rules
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from common.protocol import GateAction
+from eager.common.protocol import GateAction
 
 
 class Preset(StrEnum):

@@ -14,15 +14,15 @@ import redis
 from rq import Queue, Worker
 from rq.job import JobStatus
 
-from common.clock import now_ns
-from common.config import Settings
-from common.connection import connect
-from common.heartbeat import process_name, start_beating
-from common.metrics import serve_metrics
-from common.protocol import Keys, Message, ProtocolError, SessionStatus, Summary, TurnRequest, decode
-from common.streams import end_abandoned
-from executor_pool import metrics, session  # session: imported once here, not in every forked horse
-from executor_pool.pool import InterpreterPool, hand_off, new_interpreter
+from eager.common.clock import now_ns
+from eager.common.config import Settings
+from eager.common.connection import connect
+from eager.common.heartbeat import process_name, start_beating
+from eager.common.metrics import serve_metrics
+from eager.common.protocol import Keys, Message, ProtocolError, SessionStatus, Summary, TurnRequest, decode
+from eager.common.streams import end_abandoned
+from eager.executor_pool import metrics, session  # session: imported once here, not in every forked horse
+from eager.executor_pool.pool import InterpreterPool, hand_off, new_interpreter
 
 log = logging.getLogger(__name__)
 

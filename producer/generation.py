@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 import openai
 import redis.asyncio
 
-from common.clock import now_ns
-from common.config import Settings
-from common.connection import MAX_BLOCK_MS
-from common.protocol import Cancel, Delta, FinishReason, GenerationEnd, Keys, SessionRequest
-from common.streams import decode_entries, publish_async
-from producer.metrics import observe_generation
+from eager.common.clock import now_ns
+from eager.common.config import Settings
+from eager.common.connection import MAX_BLOCK_MS
+from eager.common.protocol import Cancel, Delta, FinishReason, GenerationEnd, Keys, SessionRequest
+from eager.common.streams import decode_entries, publish_async
+from eager.producer.metrics import observe_generation
 
 log = logging.getLogger(__name__)
 

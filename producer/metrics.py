@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from common.metrics import LATENCY_BUCKETS, RATE_BUCKETS, seconds_between
-from common.protocol import FinishReason, GenerationEnd
+from eager.common.metrics import LATENCY_BUCKETS, RATE_BUCKETS, seconds_between
+from eager.common.protocol import FinishReason, GenerationEnd
 
 TIME_TO_FIRST_TOKEN = Histogram("eager_producer_time_to_first_token_seconds",
                                 "From sending the request to the model to its first token", ["model"],

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from common.clock import now_ns
-from common.config import Settings
-from common.connection import connect_async
-from common.consumer import serve_requests
-from common.metrics import serve_metrics
-from common.protocol import PRODUCER_GROUP, FinishReason, GenerationEnd, Keys, SessionRequest
-from common.streams import publish_async
-from producer import metrics
-from producer.generation import Generation, model_client
+from eager.common.clock import now_ns
+from eager.common.config import Settings
+from eager.common.connection import connect_async
+from eager.common.consumer import serve_requests
+from eager.common.metrics import serve_metrics
+from eager.common.protocol import PRODUCER_GROUP, FinishReason, GenerationEnd, Keys, SessionRequest
+from eager.common.streams import publish_async
+from eager.producer import metrics
+from eager.producer.generation import Generation, model_client
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:

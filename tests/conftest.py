@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from common.config import Settings
-from common.connection import connect
-from common.heartbeat import alive
-from common.lifetime import die_with_parent
-from common.protocol import STAGES, Keys
+from eager.common.config import Settings
+from eager.common.connection import connect
+from eager.common.heartbeat import alive
+from eager.common.lifetime import die_with_parent
+from eager.common.protocol import STAGES, Keys
 from eager.replay import Answers, ReplayServer, SpeedProfile
 from tests.helpers import eventually
 

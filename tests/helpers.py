@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from common.protocol import Message, Summary
+from eager.common.protocol import Message, Summary
 from eager.client import Session
-from executor_pool.sandbox import FALLBACK_PYTHON, SANDBOX_VENV_PYTHON
+from eager.executor_pool.sandbox import FALLBACK_PYTHON, SANDBOX_VENV_PYTHON
 
 # The interpreter the sandbox runs by default (as root, a slot uid cannot reach a Python under /root).
 if os.path.exists(SANDBOX_VENV_PYTHON):
@@ -57,8 +57,8 @@ def collect(session: Session) -> tuple[list[Message], Summary]:
 
 def assert_session_keys_expire(settings, session_id: str) -> None:  # type: ignore[no-untyped-def]
     """No key of the session may outlive it: each one that exists carries an expiry."""
-    from common.connection import connect
-    from common.protocol import Keys
+    from eager.common.connection import connect
+    from eager.common.protocol import Keys
 
     client = connect(settings)
     for key in Keys(settings.namespace).session_keys(session_id):

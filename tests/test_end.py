@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 
-from common.clock import now_ns
-from common.config import Settings
-from common.connection import connect
-from common.lease import release, renew
-from common.protocol import Cancel, Gate, Keys, SessionStatus, Summary, decode
-from common.streams import end_abandoned, end_session
+from eager.common.clock import now_ns
+from eager.common.config import Settings
+from eager.common.connection import connect
+from eager.common.lease import release, renew
+from eager.common.protocol import Cancel, Gate, Keys, SessionStatus, Summary, decode
+from eager.common.streams import end_abandoned, end_session
 
 
 def _summary(status: SessionStatus, detail: str) -> Summary:

@@ -3,15 +3,15 @@
 import pytest
 
 import eager
-from common.connection import RedisUnavailable
-from common.protocol import ProtocolError
-from detector.core import DetectorError
+from eager.common.connection import RedisUnavailable
+from eager.common.protocol import ProtocolError
+from eager.detector.core import DetectorError
 from eager.client import ConversationClosed, Overloaded
 from eager.local_model import LocalModelUnavailable
 from eager.stack import StackError
-from executor_pool.gate import GateError
-from executor_pool.interpreter import BatchTimeout, InterpreterDied, InterpreterError
-from executor_pool.sandbox import SandboxError
+from eager.executor_pool.gate import GateError
+from eager.executor_pool.interpreter import BatchTimeout, InterpreterDied, InterpreterError
+from eager.executor_pool.sandbox import SandboxError
 
 
 @pytest.mark.parametrize("error, base", [

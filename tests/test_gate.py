@@ -2,7 +2,7 @@
 
 import pytest
 
-from common.protocol import (
+from eager.common.protocol import (
     ChunkReady,
     CodeInvalid,
     CodeStatus,
@@ -17,8 +17,8 @@ from common.protocol import (
     decode,
     encode,
 )
-from executor_pool.gate import BatchLimits, GateError, GateState
-from executor_pool.static_gate import Preset, Rules
+from eager.executor_pool.gate import BatchLimits, GateError, GateState
+from eager.executor_pool.static_gate import Preset, Rules
 
 MS = 1_000_000
 

@@ -6,8 +6,8 @@ import asyncio
 import threading
 import time
 
-from common.connection import connect, connect_async
-from common.lease import Watch, held, held_async
+from eager.common.connection import connect, connect_async
+from eager.common.lease import Watch, held, held_async
 
 S = 1_000_000_000
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from common.protocol import Gate, SessionStatus, Summary
+from eager.common.protocol import Gate, SessionStatus, Summary
 from eager.load import (
     CLIENT_ERROR,
     OVERLOADED,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 
-from common.protocol import (
+from eager.common.protocol import (
     BatchFinished,
     BatchStarted,
     ChunkReady,
@@ -22,9 +22,9 @@ from common.protocol import (
     SessionStatus,
     Summary,
 )
-from detector.metrics import observe_published
-from executor_pool.metrics import observe_session
-from producer.metrics import observe_generation
+from eager.detector.metrics import observe_published
+from eager.executor_pool.metrics import observe_session
+from eager.producer.metrics import observe_generation
 
 MS = 1_000_000
 S = 1_000_000_000

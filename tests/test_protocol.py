@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from common import protocol as p
-from common.protocol import Cancel, Gate, ProtocolError, SessionSpec, TurnRequest, encode
-from executor_pool.session import spec_of
-from common.config import Settings
+from eager.common import protocol as p
+from eager.common.protocol import Cancel, Gate, ProtocolError, SessionSpec, TurnRequest, encode
+from eager.executor_pool.session import spec_of
+from eager.common.config import Settings
 
 
 def test_every_session_key_shares_one_hash_tag():
@@ -130,8 +130,8 @@ def test_the_largest_output_figure_and_error_events_fit_one_message():
     """The executor publishes output as it reads it, at most READ_SIZE bytes at a time, a figure of at most
     MAX_FIGURE_BYTES, and cuts an error's texts: even escaped six-fold (control characters), none is over the
     body limit."""
-    from executor_pool._runner import MAX_FIGURE_BYTES
-    from executor_pool.interpreter import READ_SIZE, truncation_marker
+    from eager.executor_pool._runner import MAX_FIGURE_BYTES
+    from eager.executor_pool.interpreter import READ_SIZE, truncation_marker
 
     p.encode(p.Output(0, "stdout", "\x01" * READ_SIZE + truncation_marker(p.MAX_OUTPUT_BYTES), 1))
     p.encode(p.Figure(0, 1, base64.b64encode(b"\xff" * MAX_FIGURE_BYTES).decode("ascii"), 1))

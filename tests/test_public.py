@@ -7,7 +7,7 @@ import typing
 import pytest
 
 import eager
-from common.config import Settings
+from eager.common.config import Settings
 
 
 def test_import_eager_gives_the_client_the_events_and_the_errors() -> None:

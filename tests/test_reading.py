@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.protocol import Delta, FinishReason, Gate, GenerationEnd, SessionStatus, Summary, encode
+from eager.common.protocol import Delta, FinishReason, Gate, GenerationEnd, SessionStatus, Summary, encode
 from eager.client import in_publication_order
 
 STREAMS = ["tokens", "chunks", "events"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import Settings
+from eager.common.config import Settings
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 ROWS = {re.sub(r"[`]", "", cells[0]).strip(): re.sub(r"[`]", "", cells[1]).strip()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.protocol import (
+from eager.common.protocol import (
     BatchStarted,
     ChunkReady,
     Delta,
@@ -15,7 +15,7 @@ from common.protocol import (
     Summary,
 )
 from eager import repair
-from executor_pool.interpreter import Interpreter
+from eager.executor_pool.interpreter import Interpreter
 
 PROGRAM = ["def half(n):\n    return n / 0\n", "x = 4\n", "print('x is', x)\n", "y = half(x)\n", "print(y)\n"]
 

@@ -19,7 +19,7 @@ from typing import Any
 import openai
 import pytest
 
-from common.config import Settings
+from eager.common.config import Settings
 from eager.replay import ReplayServer, SpeedProfile, schedule_offsets, tokenize_answer
 from eager.replay_stack import replay_model
 from tests.helpers import eventually

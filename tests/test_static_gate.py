@@ -2,9 +2,9 @@
 
 import pytest
 
-from common.config import Settings
-from common.protocol import GateAction
-from executor_pool.static_gate import Decision, Escape, Preset, Rules, StaticGate
+from eager.common.config import Settings
+from eager.common.protocol import GateAction
+from eager.executor_pool.static_gate import Decision, Escape, Preset, Rules, StaticGate
 
 
 def decisions(*chunks: str, preset: str = "strict", escapes: str = "", extra: str = "") -> list[Decision]:

@@ -11,7 +11,7 @@ import unicodedata
 
 import pytest
 
-from common.protocol import BatchFinished, Delta, ExecutionError, Gate, Output, SessionStatus, Summary
+from eager.common.protocol import BatchFinished, Delta, ExecutionError, Gate, Output, SessionStatus, Summary
 from eager.cli.view import HumanView
 from eager.visible import visible
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from common.config import Settings
-from common.protocol import Gate
+from eager.common.config import Settings
+from eager.common.protocol import Gate
 from eager.bench.measure import Run, record
 from eager.bench.profiles import Profile
 from eager.bench.tasks import Task

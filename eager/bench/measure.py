@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from common.protocol import (
+from eager.common.protocol import (
     BatchFinished,
     BatchStarted,
     ChunkReady,

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.config import Settings
-from common.protocol import Gate
+from eager.common.config import Settings
+from eager.common.protocol import Gate
 from eager.bench import suite
 from eager.bench.harness import PROMPT
 from eager.bench.profiles import JITTER, PROFILES, SEED, Profile

@@ -7,13 +7,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.config import Settings
-from common.protocol import Gate
+from eager.common.config import Settings
+from eager.common.protocol import Gate
 from eager.bench import harness, plots, report
 from eager.bench.measure import Run
 from eager.bench.profiles import PROFILES
 from eager.bench.tasks import Task, importable, load, spread
-from executor_pool.sandbox import SANDBOX_VENV_PYTHON
+from eager.executor_pool.sandbox import SANDBOX_VENV_PYTHON
 
 QUICK_TASKS = {"ds1000": 3, "humaneval": 1}  # under two minutes on 2 cores
 QUICK_PROFILES = ("api-fast", "served-mid")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from common.config import Settings
-from common.protocol import Gate
+from eager.common.config import Settings
+from eager.common.protocol import Gate
 from eager.cli.shared import exit_on_sigterm, load_settings
 
 

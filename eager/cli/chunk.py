@@ -16,8 +16,8 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per chunk")
 def chunk(deltas_file, raw: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     """Run the pure detector over recorded deltas and print the chunks it emits."""
-    from detector import _events as events
-    from detector.core import NEED_DATA, Detector
+    from eager.detector import _events as events
+    from eager.detector.core import NEED_DATA, Detector
 
     detector = Detector(raw=raw)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from common.config import Settings
+from eager.common.config import Settings
 from eager.cli.shared import load_settings
 
 
@@ -19,8 +19,8 @@ def config() -> None:
 def _isolation(settings: Settings) -> str:
     """The layers an interpreter started here really gets (read back from the running child, as each session's
     `started` event reports them), or why none starts."""
-    from executor_pool.interpreter import InterpreterError
-    from executor_pool.pool import new_interpreter
+    from eager.executor_pool.interpreter import InterpreterError
+    from eager.executor_pool.pool import new_interpreter
 
     interpreter = new_interpreter(settings)
     try:

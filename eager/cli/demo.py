@@ -6,7 +6,7 @@ from importlib import resources
 
 import click
 
-from common.protocol import Gate, Summary
+from eager.common.protocol import Gate, Summary
 from eager.cli.run import run_one, solve
 from eager.cli.shared import exit_on_sigterm, load_settings, model, replay, speed_options, stack
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from common.connection import RedisUnavailable
-from common.protocol import Gate
+from eager.common.connection import RedisUnavailable
+from eager.common.protocol import Gate
 from eager.cli.shared import exit_on_sigterm, load_settings, read_answer, speed_options
 from eager.stack import StackError
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 import redis
 
-from common.config import Settings
-from common.protocol import Gate, ProtocolError, Summary
+from eager.common.config import Settings
+from eager.common.protocol import Gate, ProtocolError, Summary
 from eager.cli.shared import REPLAY_PROMPT, exit_on_sigterm, read_answer, replay, speed_options, stack
 from eager.cli.view import DEFAULT_FIGURES, shower
 from eager.client import Client, Overloaded

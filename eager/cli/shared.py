@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from common.config import Settings
-from common.connection import RedisUnavailable
+from eager.common.config import Settings
+from eager.common.connection import RedisUnavailable
 from eager.stack import LocalStack, StackError
 
 REPLAY_MODEL = "replay"
@@ -21,7 +21,7 @@ REPLAY_PROMPT = "replay"  # what a replayed session asks: the replay model answe
 
 def load_settings() -> Settings:
     """The settings from the environment, the gate's rules parsed once, so a typo fails here, not per session."""
-    from executor_pool.static_gate import Rules
+    from eager.executor_pool.static_gate import Rules
 
     try:
         settings = Settings.from_env()

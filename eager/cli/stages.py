@@ -10,7 +10,7 @@ from eager.cli.shared import load_settings
 @click.command()
 def producer() -> None:
     """Run a producer: call the model for each session and publish its deltas."""
-    from producer.worker import serve
+    from eager.producer.worker import serve
 
     serve(load_settings())
 
@@ -18,7 +18,7 @@ def producer() -> None:
 @click.command()
 def detector() -> None:
     """Run a detector: turn each session's deltas into chunks."""
-    from detector.worker import serve
+    from eager.detector.worker import serve
 
     serve(load_settings())
 
@@ -27,6 +27,6 @@ def detector() -> None:
 @click.option("--burst", is_flag=True, help="exit when the queue is empty")
 def executor(burst: bool) -> None:
     """Run an executor: an RQ worker that executes sessions' chunks in sandboxed interpreters."""
-    from executor_pool.worker import serve
+    from eager.executor_pool.worker import serve
 
     serve(load_settings(), burst=burst)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from common.protocol import (
+from eager.common.protocol import (
     BatchFinished,
     BatchStarted,
     ChunkReady,
@@ -24,7 +24,7 @@ from common.protocol import (
     Summary,
     to_data,
 )
-from detector.lines import known_line_starts, split_lines
+from eager.detector.lines import known_line_starts, split_lines
 from eager.visible import visible
 
 DEFAULT_FIGURES = "eager-figures"

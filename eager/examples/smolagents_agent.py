@@ -14,7 +14,7 @@ import argparse
 import contextlib
 from collections.abc import Iterator
 
-from common.config import Settings
+from eager.common.config import Settings
 from eager import local_model
 from eager.replay import SpeedProfile
 from eager.replay_stack import replay_model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.protocol import Gate
+from eager.common.protocol import Gate
 from eager.bench import harness, suite
 from eager.bench.profiles import Profile
 from eager.bench.tasks import load

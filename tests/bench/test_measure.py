@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common.protocol import (
+from eager.common.protocol import (
     BatchFinished,
     BatchStarted,
     ChunkReady,

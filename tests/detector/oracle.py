@@ -18,9 +18,9 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from detector._events import Chunk, CodeEnded, CodeInvalid
-from detector._fences import ends_inside_string
-from detector.core import NEED_DATA, Detector
+from eager.detector._events import Chunk, CodeEnded, CodeInvalid
+from eager.detector._fences import ends_inside_string
+from eager.detector.core import NEED_DATA, Detector
 
 NEWLINES = ("\r\n", "\n", "\r")
 RUNNABLE = {"", "python", "py", "python3", "py3"}

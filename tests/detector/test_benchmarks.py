@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from detector._events import CodeEnded
+from eager.detector._events import CodeEnded
 from tests.detector.oracle import check_oracle, check_stream, extract, parses, run
 
 BENCHMARKS = Path("/work/shared/benchmarks")

@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from detector.lines import (
+from eager.detector.lines import (
     LineCount,
     count_line_ends,
     ends_line,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from detector._events import Chunk, CodeEnded
+from eager.detector._events import Chunk, CodeEnded
 from tests.detector.oracle import NEWLINES, Run, Seen, check_many, check_oracle, extract, fenced, split_lines
 from tests.detector.programs import PROGRAMS
 

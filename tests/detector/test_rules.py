@@ -12,8 +12,8 @@ import ast
 
 import pytest
 
-from detector._events import Chunk, CodeEnded, CodeInvalid
-from detector.core import NEED_DATA, Detector
+from eager.detector._events import Chunk, CodeEnded, CodeInvalid
+from eager.detector.core import NEED_DATA, Detector
 from tests.detector.oracle import (
     check_many,
     check_stream,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from common.protocol import ChunkReady, Delta, Output, ProtocolError, SessionStatus, Summary
+from eager.common.protocol import ChunkReady, Delta, Output, ProtocolError, SessionStatus, Summary
 from eager.aio import AsyncClient
 from eager.replay import SpeedProfile
 from tests.helpers import answer_of

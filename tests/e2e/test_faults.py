@@ -14,8 +14,8 @@ import psutil
 import pytest
 from rq.job import Job, JobStatus
 
-from common.config import Settings
-from common.protocol import BatchStarted, ChunkReady, Output, SessionStarted, SessionStatus, Summary, decode
+from eager.common.config import Settings
+from eager.common.protocol import BatchStarted, ChunkReady, Output, SessionStarted, SessionStatus, Summary, decode
 from eager.client import Client
 from eager.replay import SpeedProfile
 from tests.helpers import answer_of, assert_session_keys_expire, collect, eventually, run_with_python

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 from PIL import Image
 
-from common.protocol import Figure, Output, SessionStatus
+from eager.common.protocol import Figure, Output, SessionStatus
 from eager.client import Client
 from eager.replay import SpeedProfile
 from tests.helpers import answer_of, collect

@@ -9,7 +9,7 @@ import dataclasses
 
 import pytest
 
-from common.protocol import BatchStarted, Gate, GateAction, GateDecision, SessionStatus
+from eager.common.protocol import BatchStarted, Gate, GateAction, GateDecision, SessionStatus
 from eager.client import Client
 from eager.replay import SpeedProfile
 from tests.helpers import answer_of, collect, run_with_python

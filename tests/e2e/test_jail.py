@@ -21,12 +21,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from common.config import Settings
-from common.protocol import SessionStarted, SessionStatus, Summary
+from eager.common.config import Settings
+from eager.common.protocol import SessionStarted, SessionStatus, Summary
 from eager.client import Client
 from eager.replay import SpeedProfile
-from executor_pool import _mounts
-from executor_pool.sandbox import LAYERS
+from eager.executor_pool import _mounts
+from eager.executor_pool.sandbox import LAYERS
 from tests.helpers import PYTHON, answer_of, in_pid_namespace, pid_namespace
 
 # What the jail's /tmp shows by itself: the way to an interpreter prefix inside the host's /tmp (a checkout there).

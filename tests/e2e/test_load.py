@@ -12,12 +12,12 @@ import subprocess
 import pytest
 from rq import Queue
 
-from common.connection import connect
-from common.protocol import Keys, SessionStarted, SessionStatus, Summary
+from eager.common.connection import connect
+from eager.common.protocol import Keys, SessionStarted, SessionStatus, Summary
 from eager import load
 from eager.client import Client, Overloaded
 from eager.replay import ReplayServer, SpeedProfile
-from executor_pool.session import DETECTOR_GRACE_LEASES
+from eager.executor_pool.session import DETECTOR_GRACE_LEASES
 from tests.conftest import BIN, stage_env
 from tests.helpers import answer_of
 

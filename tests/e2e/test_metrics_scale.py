@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.protocol import Gate, SessionStatus
+from eager.common.protocol import Gate, SessionStatus
 from eager.client import Client
 from eager.replay import SpeedProfile
 from tests.helpers import answer_of, collect, eventually

@@ -11,11 +11,11 @@ import os
 
 import pytest
 
-from common.config import Settings
-from common.protocol import SessionStarted, SessionStatus, Summary
+from eager.common.config import Settings
+from eager.common.protocol import SessionStarted, SessionStatus, Summary
 from eager.client import Client
 from eager.replay import SpeedProfile
-from executor_pool.sandbox import LAYERS
+from eager.executor_pool.sandbox import LAYERS
 from tests.helpers import answer_of, collect
 
 MISBEHAVIOURS = {

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from common.protocol import SessionStatus
+from eager.common.protocol import SessionStatus
 from eager.client import Client
 from tests.conftest import ProcfileStack
 from tests.faulty_model import FaultyModel

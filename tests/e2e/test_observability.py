@@ -27,13 +27,13 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-import common.metrics
-import detector.metrics
-import executor_pool.metrics
-import producer.metrics
-from common.config import Settings
-from common.lifetime import die_with_parent
-from common.protocol import STAGES, Gate, SessionStatus
+import eager.common.metrics
+import eager.detector.metrics
+import eager.executor_pool.metrics
+import eager.producer.metrics
+from eager.common.config import Settings
+from eager.common.lifetime import die_with_parent
+from eager.common.protocol import STAGES, Gate, SessionStatus
 from deploy import dashboard
 from eager.client import Client
 from eager.replay import SpeedProfile
@@ -43,7 +43,7 @@ from tests.helpers import answer_of, collect, eventually
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 GRAFANA = DEPLOY / "grafana"
-METRICS_MODULES: tuple[ModuleType, ...] = (producer.metrics, detector.metrics, executor_pool.metrics, common.metrics)
+METRICS_MODULES: tuple[ModuleType, ...] = (eager.producer.metrics, eager.detector.metrics, eager.executor_pool.metrics, eager.common.metrics)
 
 # The series a collector of each type exposes (the `_created` samples are left out: no panel should use them).
 SERIES_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum"),

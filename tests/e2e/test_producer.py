@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from common.clock import now_ns
-from common.connection import connect_async
-from common.protocol import Keys, SessionRequest
-from producer.generation import Generation, model_client
+from eager.common.clock import now_ns
+from eager.common.connection import connect_async
+from eager.common.protocol import Keys, SessionRequest
+from eager.producer.generation import Generation, model_client
 
 END_WITHIN_S = 10.0  # a watcher stops within one bounded read (1 s); this only bounds a hang
 

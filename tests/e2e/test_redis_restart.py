@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from common.config import Settings
-from common.connection import ping
-from common.protocol import Output, SessionStatus
+from eager.common.config import Settings
+from eager.common.connection import ping
+from eager.common.protocol import Output, SessionStatus
 from eager.client import Client, Session
 from eager.replay import SpeedProfile
 from tests.helpers import answer_of, collect, eventually

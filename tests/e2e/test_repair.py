@@ -12,8 +12,8 @@ import textwrap
 
 import pytest
 
-from common.connection import connect
-from common.protocol import Keys, Output, SessionStatus
+from eager.common.connection import connect
+from eager.common.protocol import Keys, Output, SessionStatus
 from eager.client import Client, ConversationClosed
 from eager.replay import SpeedProfile
 from tests.conftest import ROOT, stage_env
@@ -185,7 +185,7 @@ def test_an_unreadable_turn_ends_the_conversation_not_the_executor(replay_stack)
 
 CLIENT = textwrap.dedent("""
     import sys
-    from common.config import Settings
+    from eager.common.config import Settings
     from eager.client import Client
     client = Client(Settings.from_env())
     conversation = client.conversation(model="steps")

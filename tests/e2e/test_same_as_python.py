@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from common.config import Settings
-from common.protocol import MAX_BODY_CHARS, ExecutionError, Message, Output, SessionStatus, Summary, clip
+from eager.common.config import Settings
+from eager.common.protocol import MAX_BODY_CHARS, ExecutionError, Message, Output, SessionStatus, Summary, clip
 from eager.client import Client
 from eager.replay import SpeedProfile
-from executor_pool.interpreter import truncation_marker
+from eager.executor_pool.interpreter import truncation_marker
 from tests.conftest import ReplayStacks, private_namespace
 from tests.helpers import UNSHOWN, Outcome, answer_of, collect, python_outcome
 

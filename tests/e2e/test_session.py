@@ -8,9 +8,9 @@ import time
 import psutil
 import pytest
 
-from common.clock import now_ns
-from common.connection import SOCKET_TIMEOUT_S, connect
-from common.protocol import (
+from eager.common.clock import now_ns
+from eager.common.connection import SOCKET_TIMEOUT_S, connect
+from eager.common.protocol import (
     BatchFinished,
     ChunkReady,
     ExecutionError,
@@ -138,7 +138,7 @@ def test_a_malformed_request_on_the_wire_ends_its_session_as_rejected(stack):
     request = SessionRequest(session_id="wire-bad-1", model="slow", submitted_ns=now_ns(),
                              messages=[{"role": "user", "content": "x"}])
     with Client(settings) as client:
-        client._queue.enqueue("executor_pool.session.run_session", request.session_id, "eager", request.submitted_ns,
+        client._queue.enqueue("eager.executor_pool.session.run_session", request.session_id, "eager", request.submitted_ns,
                               job_id=keys.executor_job_id(request.session_id))
         fields = {**encode(request), "v": "999"}
         connect(settings).xadd(keys.requests, fields)

@@ -13,7 +13,7 @@ import pytest
 from smolagents import ActionStep, tool
 from smolagents.utils import AgentExecutionError
 
-from common.protocol import ChunkReady, Message, Output, SessionStarted, SessionStatus
+from eager.common.protocol import ChunkReady, Message, Output, SessionStarted, SessionStatus
 from eager.client import Client
 from eager.replay import SpeedProfile
 from eager.smolagents_adapter import eager_code_agent

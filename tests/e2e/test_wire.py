@@ -9,10 +9,10 @@ import json
 
 import pytest
 
-from common.clock import now_ns
-from common.config import Settings
-from common.connection import connect
-from common.protocol import (
+from eager.common.clock import now_ns
+from eager.common.config import Settings
+from eager.common.connection import connect
+from eager.common.protocol import (
     DETECTOR_GROUP,
     MAX_BODY_CHARS,
     PRODUCER_GROUP,
@@ -36,7 +36,7 @@ def raw_session(client: Client, session_id: str, fields: dict) -> Session:
     """Enqueue the executor job as our client would, then publish `fields` as the request."""
     request = SessionRequest(session_id=session_id, model="quick", submitted_ns=now_ns(),
                              messages=[{"role": "user", "content": "x"}])
-    client._queue.enqueue("executor_pool.session.run_session", session_id, "eager", request.submitted_ns,
+    client._queue.enqueue("eager.executor_pool.session.run_session", session_id, "eager", request.submitted_ns,
                           job_id=client.keys.executor_job_id(session_id))
     if fields:
         client.redis.xadd(client.keys.requests, fields)

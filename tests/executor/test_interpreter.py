@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from executor_pool.interpreter import (
+from eager.executor_pool.interpreter import (
     BatchResult,
     BatchTimeout,
     CodeError,
@@ -349,7 +349,7 @@ def test_child_dies_with_its_parent() -> None:
 
 def test_a_new_program_in_the_same_globals_numbers_its_own_lines_and_allows_future_imports(interp: Interpreter) -> None:
     """A conversation's next turn: the names stay, the program text starts over at line 1 under its own name."""
-    from executor_pool._runner import program_filename
+    from eager.executor_pool._runner import program_filename
 
     assert interp.run("x = 1\ndef half(n):\n    return n / 0\n", 1, Output(), timeout=10).ok
     interp.begin_program(program_filename(2))

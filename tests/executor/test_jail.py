@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from executor_pool.interpreter import Interpreter, LimitExceeded
-from executor_pool.sandbox import SandboxConfig, remove_tree
+from eager.executor_pool.interpreter import Interpreter, LimitExceeded
+from eager.executor_pool.sandbox import SandboxConfig, remove_tree
 from tests.executor.test_sandbox import SMALL, Output
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,8 +141,8 @@ def test_removing_any_tree_never_raises(tmp_path: Path) -> None:
 
 PROBE_HOST = """import sys
 sys.path.insert(0, %r)
-from executor_pool.interpreter import Interpreter, InterpreterError
-from executor_pool.sandbox import SandboxConfig
+from eager.executor_pool.interpreter import Interpreter, InterpreterError
+from eager.executor_pool.sandbox import SandboxConfig
 try:
     with Interpreter(sandbox=SandboxConfig(cpu_s=5, memory_mb=512, isolation=sys.argv[1])) as it:
         print(it.isolation, it.run("print('ran')", 1, lambda _s, text: print(text, end=""), timeout=10).ok)

@@ -8,8 +8,8 @@ import select
 import psutil
 import pytest
 
-from common.config import Settings
-from executor_pool.pool import InterpreterPool, hand_off, handed_off, new_interpreter
+from eager.common.config import Settings
+from eager.executor_pool.pool import InterpreterPool, hand_off, handed_off, new_interpreter
 
 START_S = 30.0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from executor_pool.interpreter import (
+from eager.executor_pool.interpreter import (
     BatchTimeout,
     Interpreter,
     InterpreterDied,
@@ -24,7 +24,7 @@ from executor_pool.interpreter import (
     LimitExceeded,
     truncation_marker,
 )
-from executor_pool.sandbox import LAYERS, Sandbox, SandboxConfig, living, processes_of
+from eager.executor_pool.sandbox import LAYERS, Sandbox, SandboxConfig, living, processes_of
 
 ROOT = os.geteuid() == 0
 SMALL = SandboxConfig(cpu_s=2, memory_mb=512, processes=32, open_files=64, file_size_mb=1, output_bytes=100_000)
