@@ -215,6 +215,57 @@ def _is_content(content: Any) -> bool:
         for part in content)
 
 
+class ToolShape(StrEnum):
+    """How the model is asked for code through a tool, and how its call streams back."""
+
+    CHAT = "chat"  # chat completions function tool: `choices[].delta.tool_calls[].function.arguments`, JSON
+    RESPONSES = "responses"  # Responses API function tool: `response.function_call_arguments.delta`, JSON
+    CUSTOM = "custom"  # Responses API free-form custom tool: `response.custom_tool_call_input.delta`, the code itself
+
+
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what OpenAI accepts as a function name
+
+
+@dataclass(frozen=True, slots=True)
+class CodeTool:
+    """The tool a session's code arrives through: its name, the string argument holding the code (function
+    tools only) and the API shape. The producer declares it to the model and decodes its calls' code; other
+    tool calls are reported, not run."""
+
+    name: str = "python"
+    argument: str = "code"
+    shape: ToolShape = ToolShape.CHAT
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _TOOL_NAME.fullmatch(self.name):
+            raise ProtocolError(f"a code tool's name must be 1-64 of [A-Za-z0-9_-], not {self.name!r}")
+        if not isinstance(self.argument, str) or not self.argument:
+            raise ProtocolError(f"a code tool's argument must be a non-empty string, not {self.argument!r}")
+        try:
+            object.__setattr__(self, "shape", ToolShape(self.shape))
+        except ValueError:
+            raise ProtocolError(f"a code tool's shape is one of {[s.value for s in ToolShape]}, not {self.shape!r}") from None
+
+    @classmethod
+    def parse(cls, spec: str, shape: ToolShape | str = ToolShape.CHAT) -> CodeTool:
+        """`NAME[:ARG]`, as `eager run --tool` takes it."""
+        name, _, argument = spec.partition(":")
+        return cls(name, argument or "code", ToolShape(shape))
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool call the model made: the code tool's calls ran (their code, in order, is the program); any
+    other call is reported here, not run."""
+
+    kind: ClassVar[str] = "tool_call"
+    index: int  # its place among the answer's tool calls, from 0
+    name: str
+    arguments: str  # as streamed: JSON for a function tool, the code itself for a custom one
+    call_id: str | None = None  # the id a tool result message answers
+    ran: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class SessionRequest(Message):
     kind: ClassVar[str] = "request"
@@ -230,10 +281,20 @@ class SessionRequest(Message):
     batch_wait_ms: int | None = None  # gate `batch`: or when the oldest has waited this long
     stop: list[str] | None = None  # stop sequences, passed to the model as they are
     timeout_s: float | None = None  # the session's own wall-time limit (at most the deployment's)
+    tool: CodeTool | None = None  # code arrives as this tool's calls (chat only), not in markdown
 
     def __post_init__(self) -> None:
         check_session_id(self.session_id)
         check_timeout(self.timeout_s)
+        if isinstance(self.tool, dict):
+            try:
+                object.__setattr__(self, "tool", CodeTool(**self.tool))
+            except TypeError as exc:
+                raise ProtocolError(f"bad `tool` {self.tool!r}: want {{name, argument, shape}} ({exc})") from None
+        if self.tool is not None and not isinstance(self.tool, CodeTool):
+            raise ProtocolError(f"`tool` must be a code tool {{name, argument, shape}}, not {self.tool!r}")
+        if self.tool is not None and self.messages is None:
+            raise ProtocolError("a code tool needs a chat request (`messages`): completions have no tools")
         if self.stop is not None and (not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop)):
             raise ProtocolError("`stop` must be a list of non-empty strings")
         for name, least in (("batch_chunks", 1), ("batch_wait_ms", 0)):
@@ -255,8 +316,9 @@ class SessionRequest(Message):
 
     @property
     def raw(self) -> bool:
-        """Completion models answer with bare code; chat models answer in markdown."""
-        return self.prompt is not None
+        """Completion models answer with bare code, and so do code tools (the producer decodes their calls);
+        chat models answer in markdown."""
+        return self.prompt is not None or self.tool is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,9 +339,14 @@ class GenerationEnd(Message):
     completion_id: str | None = None
     error: str | None = None
     cancel_latency_s: float | None = None  # from the cancel's publication to the closed HTTP stream
+    tool_calls: list[ToolCall] = dataclasses.field(default_factory=list)  # a tool session's calls, in order
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "finish_reason", FinishReason(self.finish_reason))
+        if not isinstance(self.tool_calls, list):
+            raise ProtocolError("`tool_calls` must be a list")
+        object.__setattr__(self, "tool_calls", [_from_data(ToolCall, c) if isinstance(c, dict) else c
+                                                for c in self.tool_calls])
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,3 +75,16 @@ class Detector:
                     self._events.append(CodeInvalid(result.line, result.message, self._chunks, result.error_type))
                     self._stopped = True
                     return
+
+
+def code_blocks(answer: str) -> list[str]:
+    """The runnable code blocks of a complete markdown answer, each as the detector reads it."""
+    reader = FenceReader()
+    blocks, current = [], []
+    for piece in [*reader.feed(answer), *reader.eof()]:
+        if isinstance(piece, BlockEnd):
+            blocks.append("".join(current))
+            current = []
+        else:
+            current.append(piece)
+    return blocks

@@ -24,6 +24,7 @@ from eager.common.connection import MAX_BLOCK_MS, connect
 from eager.common.lease import RENEWALS_PER_PERIOD, Watch, held
 from eager.common.protocol import (
     Cancel,
+    CodeTool,
     ConversationEnd,
     Gate,
     Keys,
@@ -220,14 +221,16 @@ class Client:
         timeout_s: float | None = None,
         batch_chunks: int | None = None,
         batch_wait_ms: int | None = None,
+        tool: CodeTool | dict[str, str] | None = None,
     ) -> Session:
         """Start a session; raises ProtocolError (a ValueError) for a malformed request, and Overloaded when
         `EAGER_MAX_QUEUED` sessions already wait for an executor, before anything is sent.
         `timeout_s` limits the session's wall time, generation included (at most `EAGER_SESSION_TIMEOUT_S`);
-        `batch_chunks` and `batch_wait_ms` tune the `batch` gate for this session (default: the executor's settings)."""
+        `batch_chunks` and `batch_wait_ms` tune the `batch` gate for this session (default: the executor's settings).
+        `tool`: the code comes as calls of this tool (`CodeTool`, or {name, argument, shape}), not in markdown."""
         request = self.request(messages=messages, prompt=prompt, model=model, gate=gate, max_tokens=max_tokens,
                                temperature=temperature, stop=stop, timeout_s=timeout_s, batch_chunks=batch_chunks,
-                               batch_wait_ms=batch_wait_ms)
+                               batch_wait_ms=batch_wait_ms, tool=tool)
         return self._start(request)
 
     def conversation(

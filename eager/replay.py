@@ -222,7 +222,7 @@ def _text_of(value: Any) -> str:
     return ""
 
 
-async def _parse(request: web.Request, chat: bool) -> dict[str, Any]:
+async def _parse(request: web.Request, chat: bool, responses: bool = False) -> dict[str, Any]:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -235,7 +235,7 @@ async def _parse(request: web.Request, chat: bool) -> dict[str, Any]:
             raise _BadRequest(
                 400, "'messages' must be a non-empty list of objects", "invalid_value", "messages"
             )
-    else:
+    elif not responses:
         if not isinstance(body.get("prompt"), (str, list)):
             raise _BadRequest(400, "'prompt' must be a string or list", "invalid_value", "prompt")
     return body
@@ -248,12 +248,22 @@ def _sse(obj: Any) -> bytes:
 # --------------------------------------------------------------------------- handlers
 
 
-async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
-    """Shared handler for /v1/chat/completions and /v1/completions."""
+async def _completion(request: web.Request, chat: bool, responses: bool = False) -> web.StreamResponse:
+    """Shared handler for /v1/chat/completions, /v1/completions and /v1/responses (code tool calls only)."""
+    from eager import replay_tools  # it builds on this module's tokens
+
     state = request.app[_STATE]
     try:
-        body = await _parse(request, chat)
+        body = await _parse(request, chat, responses)
+        if responses:
+            body["messages"] = [{"role": "assistant"}] * replay_tools.responses_turn(body)
         model, answer = _select_answer(state, body)
+        tool = replay_tools.requested_tool(body, responses)
+        if responses and tool is None:
+            raise _BadRequest(400, "the replay serves /v1/responses for code tool calls only: declare a tool",
+                              "invalid_value", "tools")
+    except replay_tools.ToolRequestError as exc:
+        return _error(400, str(exc), "invalid_value", "tools")
     except _BadRequest as exc:
         return _error(exc.status, exc.message, exc.code, exc.param)
 
@@ -267,10 +277,10 @@ async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
     record = ReplayRecord(
         id=rid,
         model=model,
-        endpoint="chat.completions" if chat else "completions",
+        endpoint="responses" if responses else "chat.completions" if chat else "completions",
         stream=stream,
         tokens_total=len(tokens),
-        messages=body.get("messages") if chat else None,
+        messages=body.get("input") if responses else body.get("messages") if chat else None,
         created=created,
     )
     state.records[rid] = record
@@ -335,6 +345,22 @@ async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
             out["usage"] = None
         return out
 
+    if tool is None:
+        slots = [[chunk(piece, first=i == 0)] for i, piece in enumerate(tokens)]
+        tail = [chunk(None, first=False, finish="stop")]
+        if include_usage:
+            tail.append({"id": rid, "object": obj, "created": created, "model": model, "choices": [], "usage": usage})
+    else:
+        frame = {"id": rid, "object": obj, "created": created, "model": model, **({"usage": None} if include_usage else {})}
+        slots = (replay_tools.responses_slots(answer, tool, {"id": rid, "object": "response", "created_at": created,
+                                                             "model": model}, usage) if responses
+                 else replay_tools.chat_slots(answer, tool, frame))
+        tail = slots.pop()
+        if include_usage and not responses:
+            tail.append({**frame, "choices": [], "usage": usage})
+    offsets = schedule_offsets(len(slots), state.profile)
+    record.tokens_total = len(slots)
+
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
@@ -344,20 +370,14 @@ async def _completion(request: web.Request, chat: bool) -> web.StreamResponse:
     try:
         # Headers go out immediately; the first token follows after ttft.
         await resp.prepare(request)
-        if not tokens:  # empty answer: still announce the role, at ttft
+        if not slots and tool is None:  # empty answer: still announce the role, at ttft
             await asyncio.sleep(max(0.0, t0 + state.profile.ttft_s - loop.time()))
             await resp.write(_sse(chunk("", first=True)))
-        for i, (piece, due) in enumerate(zip(tokens, offsets)):
+        for payloads, due in zip(slots, offsets):
             await asyncio.sleep(max(0.0, t0 + due - loop.time()))
-            await resp.write(_sse(chunk(piece, first=i == 0)))
+            await resp.write(b"".join(map(_sse, payloads)))
             record.tokens_sent += 1
-        await resp.write(_sse(chunk(None, first=False, finish="stop")))
-        if include_usage:
-            final = {
-                "id": rid, "object": obj, "created": created, "model": model,
-                "choices": [], "usage": usage,
-            }
-            await resp.write(_sse(final))
+        await resp.write(b"".join(map(_sse, tail)))
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         record.finished = True
@@ -386,6 +406,10 @@ async def _chat(request: web.Request) -> web.StreamResponse:
 
 async def _completions(request: web.Request) -> web.StreamResponse:
     return await _completion(request, chat=False)
+
+
+async def _responses(request: web.Request) -> web.StreamResponse:
+    return await _completion(request, chat=False, responses=True)
 
 
 async def _models(request: web.Request) -> web.Response:
@@ -429,6 +453,7 @@ def create_app(answers: Answers, profile: SpeedProfile | None = None) -> web.App
     app[_STATE] = _State(answers=turns, profile=profile or SpeedProfile())
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_post("/v1/completions", _completions)
+    app.router.add_post("/v1/responses", _responses)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/replays", _replays)
     app.router.add_get("/v1/replays/{rid}", _replay)

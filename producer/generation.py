@@ -24,9 +24,12 @@ import redis.asyncio
 from eager.common.clock import now_ns
 from eager.common.config import Settings
 from eager.common.connection import MAX_BLOCK_MS
-from eager.common.protocol import Cancel, Delta, FinishReason, GenerationEnd, Keys, SessionRequest
+from eager.common.protocol import Cancel, Delta, FinishReason, GenerationEnd, Keys, SessionRequest, ToolShape
 from eager.common.streams import decode_entries, publish_async
 from eager.producer.metrics import observe_generation
+from eager.producer.tool_args import ToolArgumentsError
+from eager.producer.tool_calls import ToolCallStream
+from eager.producer.tools import declaration, responses_input
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +55,14 @@ class Generation:
     usage: dict | None = None
     completion_id: str | None = None
     cancelled_by: str | None = None
+    tool_calls: ToolCallStream | None = None  # a code tool session's calls, decoded
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # the outcome is known: both tasks stop
 
     async def run(self) -> GenerationEnd:
         """Generate to the end, to a cancel, to an error or to the session deadline; publish the end marker."""
         started_ns = now_ns()
+        if self.request.tool is not None:
+            self.tool_calls = ToolCallStream(self.request.tool)
         stream_task = asyncio.create_task(self._stream())
         cancel_task = asyncio.create_task(self._await_cancel())
         try:
@@ -65,11 +71,16 @@ class Generation:
             self.settled.set()
             stream_task.cancel()
             cancel_task.cancel()
+        calls = []
+        if self.tool_calls is not None:
+            calls, tool_error = self.tool_calls.finish(cut=self.finish_reason is FinishReason.CANCELLED or error is not None)
+            error = error or tool_error
         if error is not None:
             self.finish_reason = FinishReason.ERROR
         end = GenerationEnd(
             finish_reason=self.finish_reason or FinishReason.STOP, at_ns=now_ns(), tokens=self.tokens, first_token_ns=self.first_token_ns,
             usage=self.usage, completion_id=self.completion_id, error=error, cancel_latency_s=cancel_latency_s,
+            tool_calls=calls,
         )
         await publish_async(self.redis, self.keys.tokens(self.request.session_id), [end], self.settings.key_ttl_s)
         observe_generation(self.request.model, started_ns, end, self.cancelled_by, self.request.max_tokens)
@@ -112,6 +123,14 @@ class Generation:
         common = {"model": request.model, "stream": True, "max_tokens": request.max_tokens,
                   "temperature": request.temperature, "stop": request.stop, "stream_options": {"include_usage": True}}
         common = {k: v for k, v in common.items() if v is not None}
+        tool = request.tool
+        if tool is not None and tool.shape is not ToolShape.CHAT:
+            return await self.model.responses.create(
+                model=request.model, stream=True, input=responses_input(request.messages or []), tools=[declaration(tool)],
+                **{k: v for k, v in (("max_output_tokens", request.max_tokens), ("temperature", request.temperature))
+                   if v is not None})
+        if tool is not None:
+            return await self.model.chat.completions.create(messages=request.messages, tools=[declaration(tool)], **common)
         if request.messages is not None:
             return await self.model.chat.completions.create(messages=request.messages, **common)
         return await self.model.completions.create(prompt=request.prompt, **common)
@@ -142,11 +161,16 @@ class Generation:
             return f"model endpoint {self.settings.model_base_url} unreachable: {exc.__cause__ or exc}"
         except openai.OpenAIError as exc:
             return f"model endpoint failed: {exc}"
+        except ToolArgumentsError as exc:
+            return f"tool call {self.tool_calls.calls - 1 if self.tool_calls else 0}: {exc}"
         except ValueError as exc:  # the client raises JSONDecodeError itself on an event that is not JSON
             return f"model stream broke after {self.tokens} tokens: malformed event ({exc})"
         return None
 
     async def _receive(self, event) -> None:  # type: ignore[no-untyped-def]
+        if self.tool_calls is not None and self.request.tool.shape is not ToolShape.CHAT:
+            await self._publish(self._response_event(event))
+            return
         self.completion_id = self.completion_id or getattr(event, "id", None)
         if getattr(event, "usage", None) is not None:
             self.usage = event.usage.model_dump()
@@ -154,10 +178,40 @@ class Generation:
             text = choice.delta.content if hasattr(choice, "delta") else choice.text
             if choice.finish_reason is not None:  # "length" is kept; any other reason (tool calls, filters) is an end
                 self.finish_reason = FinishReason.LENGTH if choice.finish_reason == "length" else FinishReason.STOP
-            if text:
-                at = now_ns()
-                if self.first_token_ns is None:
-                    self.first_token_ns = at
-                self.tokens += 1
-                await publish_async(self.redis, self.keys.tokens(self.request.session_id),
-                                    [Delta(text, at)], self.settings.key_ttl_s)
+            if self.tool_calls is not None:  # prose and reasoning beside the calls are never code
+                text = "".join(self.tool_calls.piece(call.index, (call.function and call.function.arguments) or "",
+                                                     call.function and call.function.name, call.id)
+                               for call in choice.delta.tool_calls or ())
+            await self._publish(text)
+
+    def _response_event(self, event) -> str:  # type: ignore[no-untyped-def]
+        """One Responses API event: the code it adds (a code tool call's argument or input piece)."""
+        assert self.tool_calls is not None
+        kind = event.type
+        if kind in ("response.created", "response.completed", "response.incomplete", "response.failed"):
+            response = event.response
+            self.completion_id = response.id
+            if response.usage is not None:
+                self.usage = response.usage.model_dump()
+            if kind == "response.completed":
+                self.finish_reason = FinishReason.STOP
+            elif kind == "response.incomplete":
+                self.finish_reason = FinishReason.LENGTH
+            elif kind == "response.failed":
+                raise openai.OpenAIError(f"the response failed: {response.error}")
+        elif kind == "response.output_item.added" and event.item.type in ("function_call", "custom_tool_call"):
+            return self.tool_calls.start(event.output_index, event.item.name, event.item.call_id)
+        elif kind in ("response.function_call_arguments.delta", "response.custom_tool_call_input.delta"):
+            return self.tool_calls.piece(event.output_index, event.delta)
+        elif kind == "error":
+            raise openai.OpenAIError(f"the model stream reported an error: {event.message}")
+        return ""
+
+    async def _publish(self, text: str | None) -> None:
+        if text:
+            at = now_ns()
+            if self.first_token_ns is None:
+                self.first_token_ns = at
+            self.tokens += 1
+            await publish_async(self.redis, self.keys.tokens(self.request.session_id),
+                                [Delta(text, at)], self.settings.key_ttl_s)

@@ -11,7 +11,7 @@ import click
 import redis
 
 from eager.common.config import Settings
-from eager.common.protocol import Gate, ProtocolError, Summary
+from eager.common.protocol import CodeTool, Gate, ProtocolError, Summary, ToolShape
 from eager.cli.shared import REPLAY_PROMPT, exit_on_sigterm, read_answer, replay, speed_options, stack
 from eager.cli.view import DEFAULT_FIGURES, shower
 from eager.client import Client, Overloaded
@@ -34,12 +34,14 @@ def solve(settings: Settings, gate: Gate, as_json: bool, prompt: str, repairs: i
 
 def run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str = REPLAY_PROMPT, raw: bool = False,
             model: str | None = None, timeout_s: float | None = None, batch_chunks: int | None = None,
-            batch_wait_ms: int | None = None, figures: Path = Path(DEFAULT_FIGURES)) -> Summary:
-    """One session; `raw`: a completion request (the answer is bare code), else a chat one (markdown)."""
+            batch_wait_ms: int | None = None, figures: Path = Path(DEFAULT_FIGURES),
+            tool: CodeTool | None = None) -> Summary:
+    """One session; `raw`: a completion request (the answer is bare code), else a chat one (markdown, or the calls
+    of `tool`)."""
     with Client(settings) as client:
         limits = {"timeout_s": timeout_s, "batch_chunks": batch_chunks, "batch_wait_ms": batch_wait_ms}
         request = {"prompt": prompt} if raw else {"messages": [{"role": "user", "content": prompt}]}
-        session = client.submit(**request, model=model, gate=gate, **limits)
+        session = client.submit(**request, model=model, gate=gate, tool=tool, **limits)
         show = shower(as_json, figures)
         try:
             for message in session.events():
@@ -72,16 +74,27 @@ def run_one(settings: Settings, gate: Gate, as_json: bool, prompt: str = REPLAY_
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per event; the last is the summary")
 @click.option("--figures", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_FIGURES, show_default=True,
               help="where the human view writes the figures the program shows (--json carries them base64)")
+@click.option("--tool", "tool_spec", metavar="NAME[:ARG]", help="ask for the code as calls of this tool, its string "
+              "argument ARG (default code) holding the code; the replay model sends its answer's code blocks so")
+@click.option("--tool-api", type=click.Choice([s.value for s in ToolShape]), default=ToolShape.CHAT.value,
+              show_default=True, help="with --tool: chat completions tool calls, a Responses API function call, or a "
+              "Responses API custom (free-form) tool")
 @speed_options
 def run(prompt: str | None, replay_files: tuple[Path, ...], repairs: int, gate: str, batch_chunks: int | None,
         batch_wait_ms: int | None, timeout_s: float | None, raw: bool, model: str | None, as_json: bool,
-        figures: Path, ttft: float, tps: float, jitter: float, seed: int) -> None:
+        figures: Path, tool_spec: str | None, tool_api: str, ttft: float, tps: float, jitter: float, seed: int) -> None:
     """Generate code for PROMPT (or replay a recorded answer) and execute it as it is written."""
     if (prompt is None) == (not replay_files):
         raise click.UsageError("give a PROMPT or --replay FILE (one of them)")
     if repairs and (raw or batch_chunks or batch_wait_ms is not None):
         raise click.UsageError("--repair talks to a chat model with the executor's batch limits: no --raw, "
                                "--batch-chunks or --batch-wait-ms")
+    try:
+        tool = None if tool_spec is None else CodeTool.parse(tool_spec, tool_api)
+    except ProtocolError as exc:
+        raise click.UsageError(f"--tool: {exc}") from exc
+    if tool is not None and (raw or repairs):
+        raise click.UsageError("--tool asks a chat model for one session: no --raw or --repair")
     exit_on_sigterm()
     with replay([read_answer(path) for path in replay_files], ttft, tps, jitter, seed) as settings, \
             stack(settings) as ready:
@@ -91,7 +104,7 @@ def run(prompt: str | None, replay_files: tuple[Path, ...], repairs: int, gate: 
             else:
                 ok = run_one(ready, Gate(gate), as_json, prompt or REPLAY_PROMPT, raw, model=model,
                              timeout_s=timeout_s, batch_chunks=batch_chunks, batch_wait_ms=batch_wait_ms,
-                             figures=figures).status.value == "ok"
+                             figures=figures, tool=tool).status.value == "ok"
         except ProtocolError as exc:
             raise click.UsageError(str(exc)) from exc
         except Overloaded as exc:
