@@ -432,32 +432,23 @@ class TurnRequest(Message):
 class SessionSpec(Message):
     """What an executor job runs: its one argument, in this module's codec, so it is versioned like every
     message and a newer executor reads an older one (or refuses it clearly) instead of unpacking positions.
-    Its first turn's fields are a TurnRequest's; a conversation's later turns come on its `turns` stream."""
+    Its first turn is a TurnRequest; a conversation's later turns come on its `turns` stream."""
 
     kind: ClassVar[str] = "session_spec"
-    session_id: str
-    gate: Gate
-    submitted_ns: int
-    batch_chunks: int | None = None
-    batch_wait_ms: int | None = None
-    timeout_s: float | None = None
-    execute: bool = True
+    first: TurnRequest
     conversation: str | None = None  # with a conversation, the job takes its later turns in the same interpreter
     setup: str | None = None  # run in every fresh interpreter of the conversation before its first turn
     max_turns: int = 1
 
     def __post_init__(self) -> None:
-        check_session_id(self.session_id)
-        check_timeout(self.timeout_s)
-        object.__setattr__(self, "gate", Gate(self.gate))
+        if isinstance(self.first, dict):  # decoded: the codec carries the turn as its fields
+            object.__setattr__(self, "first", _from_data(TurnRequest, self.first))
+        if not isinstance(self.first, TurnRequest):
+            raise ProtocolError("a session spec's `first` must be a turn")
         if self.conversation is not None:
             check_session_id(self.conversation)
         if type(self.max_turns) is not int or self.max_turns < 1:
             raise ProtocolError("`max_turns` must be a positive integer")
-
-    def first_turn(self) -> TurnRequest:
-        return TurnRequest(self.session_id, self.gate, self.submitted_ns, self.batch_chunks, self.batch_wait_ms,
-                           self.timeout_s, self.execute)
 
 
 @dataclass(frozen=True, slots=True)

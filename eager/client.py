@@ -303,9 +303,9 @@ class Client:
         if self.settings.max_queued > 0 and (queued := self._queue.count) >= self.settings.max_queued:
             raise Overloaded(queued, self.settings.max_queued)
         turns = 1 if conversation is None else conversation.max_turns
-        spec = SessionSpec(request.session_id, request.gate, request.submitted_ns, request.batch_chunks,
-                           request.batch_wait_ms, request.timeout_s, execute,
-                           conversation=None if conversation is None else conversation.id,
+        first = TurnRequest(request.session_id, request.gate, request.submitted_ns, request.batch_chunks,
+                            request.batch_wait_ms, request.timeout_s, execute)
+        spec = SessionSpec(first, conversation=None if conversation is None else conversation.id,
                            setup=None if conversation is None else conversation.setup, max_turns=turns)
         self._queue.enqueue(
             "eager.executor_pool.session.run_session", encode(spec),

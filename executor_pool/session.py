@@ -90,9 +90,10 @@ def spec_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> SessionSpec:
             raise ProtocolError(f"an executor job carries a {spec.kind} message, not a session spec")
         return spec
     if 3 <= len(args) <= len(_UNVERSIONED) and isinstance(args[0], str):
-        fields = {**dict(zip(_UNVERSIONED, args)), **kwargs}
+        turn = dict(zip(_UNVERSIONED, args))
+        job = {name: kwargs.pop(name) for name in ("conversation", "setup", "max_turns") if name in kwargs}
         try:
-            return SessionSpec(**fields)
+            return SessionSpec(TurnRequest(**turn, **kwargs), **job)
         except TypeError as exc:
             raise ProtocolError(f"unreadable executor job arguments from an older client: {exc}") from exc
     raise ProtocolError(f"unreadable executor job arguments: {len(args)} positional, keywords {sorted(kwargs)}")
@@ -105,7 +106,7 @@ def run_session(*args: Any, **kwargs: Any) -> str:
     settings = Settings.from_env()
     client, keys = connect(settings), Keys(settings.namespace)
     interpreters = Interpreters(settings, setup=spec.setup)
-    turn, conversation = spec.first_turn(), spec.conversation
+    turn, conversation = spec.first, spec.conversation
     turns = None if conversation is None else TurnWait(client, keys, settings, conversation)
     with contextlib.ExitStack() as stack:
         stack.callback(interpreters.close)

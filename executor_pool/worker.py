@@ -53,7 +53,7 @@ class PoolWorker(Worker):
         keys = Keys(self.settings.namespace)
         try:
             spec = session.spec_of(tuple(job.args), dict(job.kwargs))
-            turns = [spec.first_turn()]
+            turns = [spec.first]
             if spec.conversation is not None:
                 turns += [m for m in self._read(keys.turns(spec.conversation)) if isinstance(m, TurnRequest)]
             returned = job.get_status(refresh=True) == JobStatus.FINISHED  # run_session published its own end

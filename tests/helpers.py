@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -74,11 +75,17 @@ class Outcome:
     refused: bool = False  # the compiler refused the whole program with an error other than SyntaxError
 
 
+def _default_sigint() -> None:
+    """python as a terminal starts it: a test run in the background (nohup, `&`) ignores SIGINT, and its
+    children would inherit that, while the sandbox starts every program with python's own SIGINT handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def python_outcome(code: str, directory: Path) -> Outcome:
     """`python program.py`: its stdout, and its error from the traceback on stderr."""
     (directory / "program.py").write_text(code)
     done = subprocess.run([PYTHON, "program.py"], cwd=directory, capture_output=True, timeout=60,
-                          env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+                          env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, preexec_fn=_default_sigint)
     stdout, stderr = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
     if done.returncode == 0:
         return Outcome(stdout, None, None)

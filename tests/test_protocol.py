@@ -139,12 +139,12 @@ def test_the_largest_output_figure_and_error_events_fit_one_message():
 
 
 def test_an_executor_job_reads_its_session_spec_or_an_older_clients_arguments() -> None:
-    spec = SessionSpec("s1", Gate.BATCH, 7, batch_chunks=2, timeout_s=3.0, conversation="c1", setup="x = 1",
+    spec = SessionSpec(TurnRequest("s1", Gate.BATCH, 7, 2, None, 3.0), conversation="c1", setup="x = 1",
                        max_turns=4)
     assert spec_of((encode(spec),), {}) == spec
-    assert spec.first_turn() == TurnRequest("s1", Gate.BATCH, 7, 2, None, 3.0, True)
-    older = spec_of(("s1", "eager", 7, None, None), {"conversation": "c1", "max_turns": 4})
-    assert (older.conversation, older.max_turns, older.gate) == ("c1", 4, Gate.EAGER)
+    older = spec_of(("s1", "eager", 7, None, None), {"conversation": "c1", "max_turns": 4, "timeout_s": 2.0})
+    assert (older.conversation, older.max_turns, older.first) == ("c1", 4, TurnRequest("s1", Gate.EAGER, 7,
+                                                                                       timeout_s=2.0))
 
 
 @pytest.mark.parametrize("args, kwargs", [
@@ -154,6 +154,7 @@ def test_an_executor_job_reads_its_session_spec_or_an_older_clients_arguments() 
     (("s1", "eager", 7), {"shiny_new_option": True}),
     (("s1", "eager", 7, None, None, "extra"), {}),
     (("bad id!", "eager", 7), {}),
+    (({"v": "1", "kind": "session_spec", "data": '{"first": "s1"}'},), {}),
 ])
 def test_an_unreadable_executor_job_is_refused_clearly(args, kwargs) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ProtocolError):

@@ -231,4 +231,4 @@ def test_the_executor_job_carries_one_versioned_session_spec(settings):
         assert job.kwargs == {} and len(job.args) == 1
         spec = decode(job.args[0])
         assert isinstance(spec, SessionSpec)
-        assert (spec.session_id, spec.timeout_s, spec.batch_chunks, spec.max_turns) == (timed.id, 5, 3, 1)
+        assert (spec.first.session_id, spec.first.timeout_s, spec.first.batch_chunks, spec.max_turns) == (timed.id, 5, 3, 1)
