@@ -314,6 +314,11 @@ class SessionRequest(Message):
             raise ProtocolError("a request needs a model name")
         object.__setattr__(self, "gate", Gate(self.gate))
 
+    def turn(self, execute: bool = True) -> TurnRequest:
+        """The session as the executor runs it: its id, gate, timing and its own limits."""
+        return TurnRequest(self.session_id, self.gate, self.submitted_ns, self.batch_chunks, self.batch_wait_ms,
+                           self.timeout_s, execute)
+
     @property
     def raw(self) -> bool:
         """Completion models answer with bare code, and so do code tools (the producer decodes their calls);

@@ -33,7 +33,6 @@ from eager.common.protocol import (
     SessionSpec,
     SessionStatus,
     Summary,
-    TurnRequest,
     encode,
 )
 from eager.common.streams import decode_entries, end_abandoned, publish
@@ -303,9 +302,7 @@ class Client:
         if self.settings.max_queued > 0 and (queued := self._queue.count) >= self.settings.max_queued:
             raise Overloaded(queued, self.settings.max_queued)
         turns = 1 if conversation is None else conversation.max_turns
-        first = TurnRequest(request.session_id, request.gate, request.submitted_ns, request.batch_chunks,
-                            request.batch_wait_ms, request.timeout_s, execute)
-        spec = SessionSpec(first, conversation=None if conversation is None else conversation.id,
+        spec = SessionSpec(request.turn(execute), conversation=None if conversation is None else conversation.id,
                            setup=None if conversation is None else conversation.setup, max_turns=turns)
         self._queue.enqueue(
             "eager.executor_pool.session.run_session", encode(spec),
@@ -388,10 +385,7 @@ class Conversation:
                                          "EAGER_TURN_IDLE_S, or its executor died)")
             # validated before the wait, timed from now: its deadlines do not count the previous turn's time
             request = dataclasses.replace(request, submitted_ns=now_ns())
-            publish(self._client.redis, keys.turns(self.id), TurnRequest(
-                request.session_id, request.gate, request.submitted_ns, request.batch_chunks, request.batch_wait_ms,
-                request.timeout_s, execute,
-            ), settings.key_ttl_s)
+            publish(self._client.redis, keys.turns(self.id), request.turn(execute), settings.key_ttl_s)
             self._client.publish_request(request)
             # the executor is running and waiting for this turn: if it does not take it soon, none will
             session = Session(self._client, request, executor_grace_s=STARTED_GRACE_LEASES * settings.lease_s,

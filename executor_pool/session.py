@@ -115,7 +115,8 @@ def run_session(*args: Any, **kwargs: Any) -> str:
                                      settings.lease_s))
         number = 1
         while True:
-            interpreters.keep = turns is not None and number < spec.max_turns  # the last turn's interpreter goes with it
+            # the last turn's interpreter goes with it
+            interpreters.keep = turns is not None and number < spec.max_turns
             with held(client, keys.lease(turn.session_id, "executor"), process_name(), settings.lease_s):
                 status = SessionRunner(client, keys, settings, interpreters, turn, number).run()
             if turns is None or number >= spec.max_turns or (turn := turns.next_turn()) is None:
@@ -152,65 +153,45 @@ class SessionRunner:
     _figures: int = 0
     _started_ns: int = field(default_factory=now_ns)  # the job began: the end of the session's wait in the queue
 
-    @property
-    def session_id(self) -> str:
-        return self.request.session_id
-
-    @property
-    def policy(self) -> Gate:
-        return self.request.gate
-
-    @property
-    def submitted_ns(self) -> int:
-        return self.request.submitted_ns
-
-    @property
-    def timeout_s(self) -> float | None:
-        return self.request.timeout_s
-
-    @property
-    def execute(self) -> bool:
-        """False: a conversation's turn that only talks; its answer streams, nothing runs."""
-        return self.request.execute
-
     def __post_init__(self) -> None:
         chunks, wait_ms = self.request.batch_chunks, self.request.batch_wait_ms
         limits = BatchLimits(chunks or self.settings.gate_batch_chunks,
                              self.settings.gate_batch_wait_ms if wait_ms is None else wait_ms)
         rules = Rules.parse(self.settings.gate_preset, self.settings.gate_escapes, self.settings.gate_hold)
-        self.gate = GateState(self.policy, rules, limits)
-        self._cursors = {self.keys.chunks(self.session_id): "0-0", self.keys.cancel(self.session_id): "0-0"}
+        self.gate = GateState(self.request.gate, rules, limits)
+        session_id = self.request.session_id
+        self._cursors = {self.keys.chunks(session_id): "0-0", self.keys.cancel(session_id): "0-0"}
         # counted from the job's start, not the request's: a session that waited in the queue finds its detector
         # long done (and its lease released), with all its chunks already in the stream for the first read
         self._detector_absent_since = self._started_ns
 
     @property
     def _deadline_ns(self) -> int:
-        return self.submitted_ns + int(self.settings.session_timeout(self.timeout_s) * 1e9)
+        return self.request.submitted_ns + int(self.settings.session_timeout(self.request.timeout_s) * 1e9)
 
     def _publish(self, message: Message) -> None:
-        publish(self.client, self.keys.events(self.session_id), message, self.settings.key_ttl_s)
+        publish(self.client, self.keys.events(self.request.session_id), message, self.settings.key_ttl_s)
 
     def run(self) -> SessionStatus:
         interpreters = self.interpreters
         try:
             interpreter, warm, kept = interpreters.acquire(self.turn, (self._deadline_ns - now_ns()) / 1e9)
-            self._publish(SessionStarted(socket.gethostname(), interpreter.pid, self.policy, now_ns(), warm=warm,
+            self._publish(SessionStarted(socket.gethostname(), interpreter.pid, self.request.gate, now_ns(), warm=warm,
                                          isolation=interpreter.isolation, turn=self.turn, kept_state=kept))
             if "netns" not in interpreter.isolation:  # the network is reachable: using it would leave the sandbox
-                self.gate = GateState(self.policy, self.gate.rules.opening(Escape.NETWORK), self.gate.limits)
+                self.gate = GateState(self.request.gate, self.gate.rules.opening(Escape.NETWORK), self.gate.limits)
             stop = self._execute(interpreter)
             if stop.status in _PROGRAM_ENDS and self._last_batch is not None and not interpreters.keep:
                 self._stop_model(stop)  # first: neither the model nor the error waits for the program's end
                 stop = self._end_program(interpreter, stop)
         except redis.RedisError as exc:
-            log.exception("session %s lost Redis", self.session_id)
+            log.exception("session %s lost Redis", self.request.session_id)
             stop = _Stop(SessionStatus.FAILED, detail=f"lost Redis mid-session ({type(exc).__name__}: {exc}); "
                                                       "what the session had published may be gone")
         except SetupFailed as exc:
             stop = _Stop(SessionStatus.FAILED, detail=str(exc))
         except (ProtocolError, GateError, OSError, InterpreterError) as exc:
-            log.exception("session %s failed in the executor", self.session_id)
+            log.exception("session %s failed in the executor", self.request.session_id)
             stop = _Stop(SessionStatus.FAILED, detail=f"executor failure: {exc!r}")
         finally:
             interpreters.release()
@@ -219,17 +200,17 @@ class SessionRunner:
 
     def _execute(self, interpreter: Interpreter) -> _Stop:
         while True:
-            batch = self.gate.next_batch(now_ns()) if self.execute else None
+            batch = self.gate.next_batch(now_ns()) if self.request.execute else None
             if batch is not None:
                 stop = self._run_batch(interpreter, batch)
                 if stop is not None:
                     return stop
                 self._read(block_ms=None)
                 continue
-            if not self.execute and self.gate.end is not None:  # whatever code it wrote, none of it was to run
+            if not self.request.execute and self.gate.end is not None:  # whatever code it wrote, none of it was to run
                 status = _END_STATUS.get(self.gate.end.status, SessionStatus.OK)
                 return self._ended(SessionStatus.OK if status is SessionStatus.NO_CODE else status)
-            if self.gate.invalid is not None and self.execute:
+            if self.gate.invalid is not None and self.request.execute:
                 invalid = self.gate.invalid
                 return _Stop(SessionStatus.SYNTAX_ERROR, _error_dict(invalid.error_type, invalid.message, invalid.line, ""))
             if self.gate.end is not None:
@@ -239,7 +220,7 @@ class SessionRunner:
             remaining_ms = (self._deadline_ns - now_ns()) // 1_000_000
             if remaining_ms <= 0:
                 return _Stop(SessionStatus.TIMEOUT,
-                             detail=f"session exceeded {self.settings.session_timeout(self.timeout_s)} s")
+                             detail=f"session exceeded {self.settings.session_timeout(self.request.timeout_s)} s")
             if self._without_detector(now_ns()):
                 return _Stop(SessionStatus.FAILED, detail=f"no detector held the session for "
                              f"{DETECTOR_GRACE_LEASES * self.settings.lease_s} s (request lost, or no detector running)")
@@ -266,7 +247,7 @@ class SessionRunner:
         if now - self._detector_checked_ns < self.settings.lease_s / RENEWALS_PER_PERIOD * 1e9:
             return False
         self._detector_checked_ns = now
-        if self.client.exists(self.keys.lease(self.session_id, "detector")):
+        if self.client.exists(self.keys.lease(self.request.session_id, "detector")):
             self._detector_absent_since = now
         return now - self._detector_absent_since > DETECTOR_GRACE_LEASES * self.settings.lease_s * 1e9
 
@@ -279,7 +260,7 @@ class SessionRunner:
                 self._cancel = message
                 continue
             decision = self.gate.receive(message)
-            if (self.execute and isinstance(message, ChunkReady) and decision is not None
+            if (self.request.execute and isinstance(message, ChunkReady) and decision is not None
                     and decision.action is not GateAction.RUN):
                 self._publish(GateDecision(message.seq, message.start_line, message.end_line, decision.action,
                                            decision.reason, self.gate.rules.preset.value, decision.line, now_ns()))
@@ -297,7 +278,8 @@ class SessionRunner:
         except (BatchTimeout, LimitExceeded, InterpreterDied) as exc:
             self._execution_end_ns = now_ns()  # a killed batch ends at its kill: the session's latency includes it
             if isinstance(exc, BatchTimeout) and timeout < self.settings.batch_timeout_s:
-                return _Stop(SessionStatus.TIMEOUT, detail=f"session exceeded {self.settings.session_timeout(self.timeout_s)}"
+                timeout_s = self.settings.session_timeout(self.request.timeout_s)
+                return _Stop(SessionStatus.TIMEOUT, detail=f"session exceeded {timeout_s}"
                                                            f" s while batch {batch.number} ran")
             if isinstance(exc, BatchTimeout):
                 return _Stop(SessionStatus.TIMEOUT, detail=f"batch {batch.number} ran longer than {timeout:.3f} s")
@@ -349,7 +331,7 @@ class SessionRunner:
         except BatchTimeout as exc:
             return _Stop(SessionStatus.TIMEOUT, stop.error, detail=str(exc))
         except InterpreterDied as exc:
-            log.info("session %s: the interpreter died at its end: %s", self.session_id, exc)
+            log.info("session %s: the interpreter died at its end: %s", self.request.session_id, exc)
         return stop
 
     def _stop_model(self, stop: _Stop) -> None:
@@ -362,7 +344,8 @@ class SessionRunner:
             self._cancel_sent = True
             if self._cancel is None:
                 self._safely(lambda: publish(
-                    self.client, self.keys.cancel(self.session_id), Cancel(stop.status.value, "executor", now_ns()),
+                    self.client, self.keys.cancel(self.request.session_id),
+                    Cancel(stop.status.value, "executor", now_ns()),
                     self.settings.key_ttl_s,
                 ))
 
@@ -375,8 +358,8 @@ class SessionRunner:
         generation = end.generation if end is not None else None
         summary = Summary(
             status=stop.status,
-            gate=self.policy,
-            submitted_ns=self.submitted_ns,
+            gate=self.request.gate,
+            submitted_ns=self.request.submitted_ns,
             finished_ns=now_ns(),
             stdout="".join(self._stdout),
             error=stop.error,
@@ -393,11 +376,11 @@ class SessionRunner:
             turn=self.turn,
             interpreter_kept=kept,
         )
-        ended = self._safely(lambda: end_session(self.client, self.keys, self.session_id, fitting(summary),
+        ended = self._safely(lambda: end_session(self.client, self.keys, self.request.session_id, fitting(summary),
                                                  self.settings.key_ttl_s))
         if ended is not None and not ended.won:  # its lease lapsed and a client or the worker ended it first
             log.warning("session %s was already ended (%s: %s); its own %s summary is not published",
-                        self.session_id, ended.summary.status.value, ended.summary.detail, summary.status.value)
+                        self.request.session_id, ended.summary.status.value, ended.summary.detail, summary.status.value)
         return summary
 
     def _await_generation_end(self) -> None:
@@ -413,7 +396,7 @@ class SessionRunner:
         try:
             return action()
         except (redis.RedisError, ProtocolError, GateError):
-            log.exception("session %s: could not publish", self.session_id)
+            log.exception("session %s: could not publish", self.request.session_id)
             return None
 
 
