@@ -46,19 +46,27 @@ class Ended:
     won: bool
 
 
-def end_session(client: redis.Redis, keys: Keys, session_id: str, summary: Summary, ttl_s: int) -> Ended:
-    """Publish `summary` as the session's terminal event unless another writer already ended it; then the
-    Summary that stands is read back, so a loser reports the real end, never its own guess."""
+def _end_arguments(keys: Keys, session_id: str, summary: Summary, ttl_s: int) -> tuple[str | int, ...]:
     fields = encode(summary)
-    won, entry_id = client.eval(_END, 2, keys.end(session_id), keys.events(session_id), ttl_s,
-                                *(item for pair in fields.items() for item in pair))
-    if won:
-        return Ended(summary, True)
-    standing = client.xrange(keys.events(session_id), entry_id, entry_id)
+    return (_END, 2, keys.end(session_id), keys.events(session_id), ttl_s,
+            *(item for pair in fields.items() for item in pair))
+
+
+def _standing(summary: Summary, standing: list) -> Ended:
+    """A loser's answer: the Summary at the entry that ended the session."""
     message = decode(standing[0][1]) if standing else None
     if not isinstance(message, Summary):  # the stream expired under its end key: nothing better is known
         return Ended(summary, False)
     return Ended(message, False)
+
+
+def end_session(client: redis.Redis, keys: Keys, session_id: str, summary: Summary, ttl_s: int) -> Ended:
+    """Publish `summary` as the session's terminal event unless another writer already ended it; then the
+    Summary that stands is read back, so a loser reports the real end, never its own guess."""
+    won, entry_id = client.eval(*_end_arguments(keys, session_id, summary, ttl_s))
+    if won:
+        return Ended(summary, True)
+    return _standing(summary, client.xrange(keys.events(session_id), entry_id, entry_id))
 
 
 def end_abandoned(client: redis.Redis, keys: Keys, session_id: str, summary: Summary, by: str, ttl_s: int) -> Summary:
@@ -68,6 +76,17 @@ def end_abandoned(client: redis.Redis, keys: Keys, session_id: str, summary: Sum
     if ended.won:
         publish(client, keys.cancel(session_id), Cancel(summary.detail or summary.status.value, by, now_ns()), ttl_s)
     return ended.summary
+
+
+async def end_abandoned_async(client: redis.asyncio.Redis, keys: Keys, session_id: str, summary: Summary, by: str,
+                              ttl_s: int) -> Summary:
+    """`end_abandoned` for asyncio callers (the asyncio client)."""
+    won, entry_id = await client.eval(*_end_arguments(keys, session_id, summary, ttl_s))
+    if not won:
+        return _standing(summary, await client.xrange(keys.events(session_id), entry_id, entry_id)).summary
+    await publish_async(client, keys.cancel(session_id), [Cancel(summary.detail or summary.status.value, by, now_ns())],
+                        ttl_s)
+    return summary
 
 
 async def publish_async(client: redis.asyncio.Redis, key: str, messages: list[Message], ttl_s: int) -> None:

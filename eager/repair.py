@@ -247,3 +247,47 @@ def report(records: list[tuple[str, TurnRecord]], max_turns: int, interrupted: s
         turns=tuple(TurnReport.of(number, session_id, record) for number, (session_id, record) in enumerate(records, 1)),
         succeeded=ok, stopped_because=stopped, wall_s=_seconds(first.submitted_ns, end_ns) or 0.0, stdout=last.stdout,
     )
+
+
+class Loop:
+    """The repair loop's decisions without its I/O, for the sync and the asyncio client alike: what the next
+    turn sends (None: stop), a record for each turn's events, and the report."""
+
+    def __init__(self, messages: list[dict[str, str]], repairs: int, write_feedback: Feedback = feedback) -> None:
+        self.max_turns = repairs + 1
+        self._messages = messages
+        self._write = write_feedback
+        self._records: list[tuple[str, TurnRecord]] = []
+        self._interrupted: str | None = None
+
+    @property
+    def turns(self) -> int:
+        """Turns started so far: the number of the turn being read."""
+        return len(self._records)
+
+    def next_turn(self) -> list[dict[str, str]] | None:
+        """The messages of the next turn, or None when the last one succeeded, cannot be repaired, was the
+        last allowed, or could not be sent."""
+        if self._interrupted is not None:
+            return None
+        if not self._records:
+            return self._messages
+        last = self._records[-1][1]
+        assert last.summary is not None, "a turn's events always end with its Summary"
+        if len(self._records) >= self.max_turns or not repairable(last.summary):
+            return None
+        self._messages = next_messages(self._messages, last, self._write)
+        return self._messages
+
+    def record(self, session_id: str) -> TurnRecord:
+        """The record to feed the new turn's events to."""
+        record = TurnRecord()
+        self._records.append((session_id, record))
+        return record
+
+    def interrupted(self, reason: str) -> None:
+        """The next turn could not be sent (the conversation was lost)."""
+        self._interrupted = reason
+
+    def report(self) -> RepairReport:
+        return report(self._records, self.max_turns, self._interrupted)
