@@ -54,7 +54,7 @@ class AsyncSession(BaseSession):
         reader = self._reader(tokens)
         while not isinstance(step := reader.next_step(now_ns()), Done):
             messages = await self._take(reader, step)
-            self.summary = reader.summary
+            self.summary = reader.summary or self.summary  # a second read keeps the end the first one found
             for message in messages:
                 yield message
 

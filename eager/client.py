@@ -131,7 +131,7 @@ class Session(BaseSession):
         reader = self._reader(tokens)
         while not isinstance(step := reader.next_step(now_ns()), Done):
             messages = self._take(reader, step)
-            self.summary = reader.summary
+            self.summary = reader.summary or self.summary  # a second read keeps the end the first one found
             yield from messages
 
     def _take(self, reader: SessionReader, step: Read | CheckLease | Pause | Abandon) -> list[Message]:

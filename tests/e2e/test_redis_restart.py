@@ -4,6 +4,7 @@ session once Redis is back."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
@@ -13,7 +14,8 @@ import pytest
 
 from eager.common.config import Settings
 from eager.common.connection import ping
-from eager.common.protocol import Output, SessionStatus
+from eager.aio import AsyncClient
+from eager.common.protocol import Message, Output, SessionStatus, Summary
 from eager.client import Client, Session
 from eager.replay import SpeedProfile
 from tests.helpers import answer_of, collect, eventually
@@ -100,3 +102,26 @@ def test_a_client_whose_redis_stays_away_still_gets_a_terminal_event(stack_on_pr
     assert took_s < TERMINAL_WITHIN_S
     assert session.summary.status is SessionStatus.FAILED
     assert "Redis unreachable" in session.summary.detail
+
+
+@pytest.mark.slow
+def test_an_async_client_whose_redis_stays_away_still_gets_a_terminal_event(stack_on_private_redis):
+    configured, redis_server, _ = stack_on_private_redis
+
+    async def cut() -> tuple[list[Message], float]:
+        async with AsyncClient(configured) as client:
+            session = await client.submit(messages=[{"role": "user", "content": "go"}], model="slow")
+            events, killed_at = [], None
+            async for event in session.events(tokens=False):
+                events.append(event)
+                if isinstance(event, Output) and killed_at is None:
+                    redis_server.kill()
+                    killed_at = time.monotonic()
+            assert killed_at is not None
+            return events, time.monotonic() - killed_at
+
+    events, took_s = asyncio.run(cut())
+    assert took_s < TERMINAL_WITHIN_S
+    summary = events[-1]
+    assert isinstance(summary, Summary) and summary.status is SessionStatus.FAILED
+    assert "Redis unreachable" in str(summary.detail)
