@@ -28,7 +28,7 @@ def test_a_lease_never_taken_is_lost_only_after_the_grace() -> None:
 
 def test_a_confirmed_holder_is_lost_as_soon_as_its_lease_is_missing() -> None:
     watch = Watch(since_ns=0, grace_s=100)
-    watch.confirm()
+    watch.confirm(0)
     assert watch.lost(False, 1 * S)
 
 
