@@ -1,6 +1,6 @@
-"""What a session's state machine is told: messages that arrived, what the interpreter did, and failures.
-
-Each input carries the time the shell observed it, so the machine never reads a clock.
+"""What a session's state machine is told, besides the protocol messages it reads (chunks, a syntax error,
+detection's end, a cancel) and the interpreter's `BatchResult`: what the shell saw of the interpreter and
+its own failures. The time comes with each input, as an argument of `SessionState.receive`.
 """
 
 from __future__ import annotations
@@ -14,47 +14,38 @@ from eager.executor_pool.interpreter import BatchResult
 
 @dataclass(frozen=True, slots=True)
 class InterpreterReady:
-    """The session has its interpreter, ready for its program."""
+    """The session has its interpreter, ready for its program: from the worker's pool (`warm`), or kept
+    from the conversation's previous turn with its names (`kept`); `isolation` lists its sandbox layers."""
 
     worker: str
     pid: int
-    isolation: str  # the sandbox layers it got, "+"-joined
-    warm: bool  # from the worker's pool
-    kept: bool  # carried over from the conversation's previous turn, with its names
-    at_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class Arrived:
-    """A message from the session's chunk stream (chunks, a syntax error, detection's end) or its cancel stream."""
-
-    message: Message
-    at_ns: int
+    isolation: str
+    warm: bool
+    kept: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Printed:
-    """The program wrote to stdout or stderr, while a batch ran or while the interpreter ended the program."""
+    """The program wrote to stdout or stderr (`stream`), while a batch ran or while the interpreter ended
+    the program."""
 
     stream: str
     text: str
-    at_ns: int
 
 
 @dataclass(frozen=True, slots=True)
 class Showed:
-    """The program showed a figure (a PNG)."""
+    """The program showed a matplotlib figure, as a PNG."""
 
     png: bytes
-    at_ns: int
 
 
 @dataclass(frozen=True, slots=True)
-class BatchReturned:
-    """The batch ran to its end, or to the program's exception (`result.error`)."""
+class BatchKilled:
+    """The batch never returned: the interpreter was killed or died (`cause`), and `detail` says how."""
 
-    result: BatchResult
-    at_ns: int
+    cause: Kill
+    detail: str
 
 
 class Kill(StrEnum):
@@ -66,43 +57,28 @@ class Kill(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class BatchKilled:
-    cause: Kill
-    detail: str
-    at_ns: int
-
-
-@dataclass(frozen=True, slots=True)
 class ProgramEnded:
-    """The interpreter ended the program as python ends a script; `timed_out` says how, if it did not in time."""
+    """The interpreter ended the program as python ends a script; `timed_out` says how it did not in time
+    (it was killed then: a thread that never stops must not hold the executor)."""
 
-    at_ns: int
     timed_out: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class InterpreterReleased:
-    """The session let its interpreter go; `kept`: it lives on for the conversation's next turn."""
+    """The session let its interpreter go, which lives on for the conversation's next turn if `kept`.
+    Released before the wait for generation's end, so a pool or the next turn is not held by it."""
 
     kept: bool
-    at_ns: int
 
 
 @dataclass(frozen=True, slots=True)
-class DetectorLost:
-    """No detector holds the session any more, and none took it over."""
+class Failed:
+    """The session cannot go on: the executor lost Redis, the conversation's setup code raised, a message
+    broke the protocol, or no detector holds the session any more (and none took it over)."""
 
     detail: str
-    at_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class Broke:
-    """The executor itself failed (Redis lost, the conversation's setup raised, a broken contract)."""
-
-    detail: str
-    at_ns: int
-
-
-Input = (InterpreterReady | Arrived | Printed | Showed | BatchReturned | BatchKilled | ProgramEnded
-         | InterpreterReleased | DetectorLost | Broke)
+Input = (Message | BatchResult | InterpreterReady | Printed | Showed | BatchKilled | ProgramEnded
+         | InterpreterReleased | Failed)

@@ -1,5 +1,5 @@
 """A session's life in the executor as a state machine: messages, the interpreter's outcomes and the time in;
-actions out (publish this, cancel upstream, read, run this batch, end the program, finish with this Summary).
+actions out (publish this, cancel upstream, read, run this batch, end the program, end with this Summary).
 
 Pure, as the gate is: nothing here touches Redis, runs code or reads a clock, so every way a session ends
 (the program's error, a syntax error, a cancel, the deadline, a lost detector, a broken executor) is a unit
@@ -20,40 +20,12 @@ from enum import StrEnum
 from typing import Any
 
 from eager.common.config import Settings
-from eager.common.protocol import (
-    BatchFinished,
-    BatchStarted,
-    Cancel,
-    ChunkReady,
-    CodeStatus,
-    ExecutionError,
-    Figure,
-    GateAction,
-    GateDecision,
-    Output,
-    SessionStarted,
-    SessionStatus,
-    Summary,
-    TurnRequest,
-    clip,
-    fitting,
-)
-from eager.executor_pool._session_actions import (
-    Action,
-    CancelUpstream,
-    EndProgram,
-    Finish,
-    Publish,
-    Read,
-    ReleaseInterpreter,
-    RunBatch,
-)
+from eager.common import protocol as wire
+from eager.common.protocol import SessionStatus
+from eager.executor_pool._session_actions import Action, EndProgram, Read, ReleaseInterpreter, RunBatch
 from eager.executor_pool._session_inputs import (
-    Arrived,
     BatchKilled,
-    BatchReturned,
-    Broke,
-    DetectorLost,
+    Failed,
     Input,
     InterpreterReady,
     InterpreterReleased,
@@ -63,7 +35,7 @@ from eager.executor_pool._session_inputs import (
     Showed,
 )
 from eager.executor_pool.gate import GateState
-from eager.executor_pool.interpreter import CodeError
+from eager.executor_pool.interpreter import BatchResult, CodeError
 from eager.executor_pool.static_gate import Escape
 
 MIN_TIMEOUT_S = 0.001  # what a batch gets when the deadline is all but spent: it times out, it is not skipped
@@ -72,18 +44,18 @@ MIN_TIMEOUT_S = 0.001  # what a batch gets when the deadline is all but spent: i
 _PROGRAM_ENDS = frozenset({SessionStatus.OK, SessionStatus.ERROR, SessionStatus.EXITED})
 
 _END_STATUS = {
-    CodeStatus.COMPLETE: SessionStatus.OK,
-    CodeStatus.NO_CODE: SessionStatus.NO_CODE,
-    CodeStatus.GENERATION_FAILED: SessionStatus.MODEL_ERROR,
-    CodeStatus.CANCELLED: SessionStatus.CANCELLED,
-    CodeStatus.REJECTED: SessionStatus.REJECTED,
+    wire.CodeStatus.COMPLETE: SessionStatus.OK,
+    wire.CodeStatus.NO_CODE: SessionStatus.NO_CODE,
+    wire.CodeStatus.GENERATION_FAILED: SessionStatus.MODEL_ERROR,
+    wire.CodeStatus.CANCELLED: SessionStatus.CANCELLED,
+    wire.CodeStatus.REJECTED: SessionStatus.REJECTED,
 }
 
 
 class Phase(StrEnum):
     STARTING = "starting"
     EXECUTING = "executing"
-    RUNNING = "running"  # a batch: awaits BatchReturned or BatchKilled
+    RUNNING = "running"  # a batch: awaits its BatchResult or BatchKilled
     ENDING = "ending"  # the program's end: awaits ProgramEnded
     RELEASING = "releasing"  # awaits InterpreterReleased
     DRAINING = "draining"
@@ -118,7 +90,7 @@ class SessionState:
     """One turn's session, from its interpreter's start to its Summary. `ends_program`: the interpreter ends
     with the turn (a conversation keeps it, and its program goes on in the next turn)."""
 
-    def __init__(self, turn: TurnRequest, gate: GateState, limits: Limits, started_ns: int, number: int = 1,
+    def __init__(self, turn: wire.TurnRequest, gate: GateState, limits: Limits, started_ns: int, number: int = 1,
                  ends_program: bool = True) -> None:
         self.turn = turn
         self.gate = gate
@@ -129,7 +101,7 @@ class SessionState:
         self.phase = Phase.STARTING
         self._started_ns = started_ns  # the job began: the end of the session's wait in the queue
         self._stop: _Stop | None = None
-        self._cancel: Cancel | None = None
+        self._cancel: wire.Cancel | None = None
         self._cancel_sent = False
         self._error_published = False
         self._take_arrivals = False  # a batch just ended: what arrived meanwhile joins the next batch
@@ -150,26 +122,16 @@ class SessionState:
         """The session's status once it is decided."""
         return None if self._stop is None else self._stop.status
 
-    def receive(self, event: Input) -> list[Action]:
-        """Take one input; the actions it calls for, to be performed in order."""
+    def receive(self, event: Input, now_ns: int) -> list[Action]:
+        """Take one input, observed at `now_ns`; the actions it calls for, to be performed in order."""
         if isinstance(event, InterpreterReady):
-            return self._ready(event)
-        if isinstance(event, Arrived):
-            return self._arrived(event)
-        if isinstance(event, Printed):
-            if event.stream == "stdout":
-                self._stdout.append(event.text)
-            self._result_shown(event.at_ns)
-            return [Publish(Output(self._batch or 0, event.stream, event.text, event.at_ns))]
-        if isinstance(event, Showed):
-            self._figures += 1
-            self._result_shown(event.at_ns)
-            png = base64.b64encode(event.png).decode("ascii")
-            return [Publish(Figure(self._batch or 0, self._figures, png, event.at_ns))]
-        if isinstance(event, BatchReturned):
-            return self._returned(event)
+            return self._ready(event, now_ns)
+        if isinstance(event, (Printed, Showed)):
+            return [self._shown(event, now_ns)]
+        if isinstance(event, BatchResult):
+            return self._returned(event, now_ns)
         if isinstance(event, BatchKilled):
-            return self._killed(event)
+            return self._killed(event, now_ns)
         if isinstance(event, ProgramEnded):
             self._expect(Phase.ENDING, event)
             if event.timed_out is not None:
@@ -178,16 +140,14 @@ class SessionState:
             return self._release()
         if isinstance(event, InterpreterReleased):
             self._expect(Phase.RELEASING, event)
-            self._kept = event.kept
-            self.phase = Phase.DRAINING
+            self._kept, self.phase = event.kept, Phase.DRAINING
             # a model cancelled mid-answer stops within milliseconds: wait briefly to report what it cost
-            awaits_generation = self.status is not SessionStatus.OK and self.gate.end is None
-            self._drain_until_ns = event.at_ns + int(self.limits.cancel_wait_s * 1e9) if awaits_generation else 0
+            if self.status is not SessionStatus.OK and self.gate.end is None:
+                self._drain_until_ns = now_ns + int(self.limits.cancel_wait_s * 1e9)
             return []
-        if isinstance(event, DetectorLost):
-            return self._stopping(_Stop(SessionStatus.FAILED, detail=event.detail), event.at_ns) \
-                if self.phase is Phase.EXECUTING else []
-        return self._broke(event)
+        if isinstance(event, Failed):
+            return self._failed(event, now_ns)
+        return self._arrived(event, now_ns)
 
     def next_actions(self, now_ns: int) -> list[Action]:
         """What to do next, the time being `now_ns`; asked whenever the actions before are done."""
@@ -197,30 +157,40 @@ class SessionState:
             if self.gate.end is None and now_ns < self._drain_until_ns:
                 return [Read(self._drain_until_ns)]
             self.phase = Phase.FINISHED
-            return [Finish(self._summary(now_ns))]
+            return [self._summary(now_ns)]
         raise MachineMisuse(f"nothing to do while {self.phase.value}: it awaits an input")
 
     # -- executing -------------------------------------------------------------------------------------
 
-    def _ready(self, event: InterpreterReady) -> list[Action]:
+    def _ready(self, event: InterpreterReady, now_ns: int) -> list[Action]:
         self._expect(Phase.STARTING, event)
         self.phase = Phase.EXECUTING
         if "netns" not in event.isolation:  # the network is reachable: using it would leave the sandbox
             self.gate = GateState(self.turn.gate, self.gate.rules.opening(Escape.NETWORK), self.gate.limits)
-        return [Publish(SessionStarted(event.worker, event.pid, self.turn.gate, event.at_ns, warm=event.warm,
-                                       isolation=event.isolation, turn=self.number, kept_state=event.kept))]
+        return [wire.SessionStarted(event.worker, event.pid, self.turn.gate, now_ns, warm=event.warm,
+                                    isolation=event.isolation, turn=self.number, kept_state=event.kept)]
 
-    def _arrived(self, event: Arrived) -> list[Action]:
-        message = event.message
-        if isinstance(message, Cancel):
+    def _arrived(self, message: wire.Message, now_ns: int) -> list[Action]:
+        """A message of the chunk stream, or a cancel."""
+        if isinstance(message, wire.Cancel):
             self._cancel = message
             return []
         decision = self.gate.receive(message)
-        if (not self.turn.execute or not isinstance(message, ChunkReady) or decision is None
-                or decision.action is GateAction.RUN):
+        if (not self.turn.execute or not isinstance(message, wire.ChunkReady) or decision is None
+                or decision.action is wire.GateAction.RUN):
             return []
-        return [Publish(GateDecision(message.seq, message.start_line, message.end_line, decision.action,
-                                     decision.reason, self.gate.rules.preset.value, decision.line, event.at_ns))]
+        return [wire.GateDecision(message.seq, message.start_line, message.end_line, decision.action,
+                                  decision.reason, self.gate.rules.preset.value, decision.line, now_ns)]
+
+    def _shown(self, event: Printed | Showed, now_ns: int) -> Action:
+        if self.phase is Phase.ENDING:  # output of the program's end is a result too: the latency runs to it
+            self._execution_end_ns = now_ns
+        if isinstance(event, Showed):
+            self._figures += 1
+            return wire.Figure(self._batch or 0, self._figures, base64.b64encode(event.png).decode("ascii"), now_ns)
+        if event.stream == "stdout":
+            self._stdout.append(event.text)
+        return wire.Output(self._batch or 0, event.stream, event.text, now_ns)
 
     def _execute(self, now_ns: int) -> list[Action]:
         if self._take_arrivals:
@@ -231,9 +201,9 @@ class SessionState:
             self.phase, self._batch = Phase.RUNNING, batch.number
             self._batch_timeout_s = min(self.limits.batch_s, max(self.remaining_s(now_ns), MIN_TIMEOUT_S))
             chunks = batch.chunks
-            started = BatchStarted(batch.number, chunks[0].seq, chunks[-1].seq, batch.first_line, batch.last_line,
-                                   now_ns)
-            return [Publish(started), RunBatch(batch, self._batch_timeout_s)]
+            started = wire.BatchStarted(batch.number, chunks[0].seq, chunks[-1].seq, batch.first_line,
+                                        batch.last_line, now_ns)
+            return [started, RunBatch(batch, self._batch_timeout_s)]
         stop = self._verdict(now_ns)
         if stop is not None:
             return self._stopping(stop, now_ns)
@@ -274,11 +244,10 @@ class SessionState:
         assert self._cancel is not None
         return f"cancelled by {self._cancel.by}: {self._cancel.reason}"
 
-    def _returned(self, event: BatchReturned) -> list[Action]:
-        self._expect(Phase.RUNNING, event)
-        result = event.result
+    def _returned(self, result: BatchResult, now_ns: int) -> list[Action]:
+        self._expect(Phase.RUNNING, result)
         assert self._batch is not None
-        finished = Publish(BatchFinished(self._batch, result.ok, result.started_ns, result.finished_ns))
+        finished = wire.BatchFinished(self._batch, result.ok, result.started_ns, result.finished_ns)
         self._execution_end_ns = result.finished_ns
         self._busy_ns += result.finished_ns - result.started_ns
         self.phase, self._take_arrivals = Phase.EXECUTING, True
@@ -290,11 +259,11 @@ class SessionState:
             status = SessionStatus.EXITED
         else:
             status = SessionStatus.ERROR
-        return [finished, *self._stopping(_Stop(status, _error_of(result.error)), event.at_ns)]
+        return [finished, *self._stopping(_Stop(status, _error_of(result.error)), now_ns)]
 
-    def _killed(self, event: BatchKilled) -> list[Action]:
+    def _killed(self, event: BatchKilled, now_ns: int) -> list[Action]:
         self._expect(Phase.RUNNING, event)
-        self._execution_end_ns = event.at_ns  # a killed batch ends at its kill: the session's latency includes it
+        self._execution_end_ns = now_ns  # a killed batch ends at its kill: the session's latency includes it
         if event.cause is Kill.TIMEOUT and self._batch_timeout_s < self.limits.batch_s:
             stop = _Stop(SessionStatus.TIMEOUT, detail=f"session exceeded {self._allowance_s} s while batch "
                                                        f"{self._batch} ran")
@@ -304,16 +273,11 @@ class SessionState:
         else:
             status = SessionStatus.LIMIT_EXCEEDED if event.cause is Kill.LIMIT else SessionStatus.INTERPRETER_DIED
             stop = _Stop(status, detail=event.detail)
-        return self._stopping(stop, event.at_ns)
-
-    def _result_shown(self, at_ns: int) -> None:
-        """Output of the program's end is an execution result too: the session's latency runs to it."""
-        if self.phase is Phase.ENDING:
-            self._execution_end_ns = at_ns
+        return self._stopping(stop, now_ns)
 
     # -- stopping --------------------------------------------------------------------------------------
 
-    def _stopping(self, stop: _Stop, at_ns: int) -> list[Action]:
+    def _stopping(self, stop: _Stop, now_ns: int) -> list[Action]:
         """The session's status is known: report its error at once and stop the model if it is still writing
         an answer that has failed (the error first: the user and a repair loop wait for it, not for the
         cancel), then end the program or let the interpreter go."""
@@ -321,14 +285,14 @@ class SessionState:
         actions: list[Action] = []
         if stop.error is not None and not self._error_published:
             self._error_published = True
-            actions.append(Publish(ExecutionError(**stop.error, at_ns=at_ns)))
+            actions.append(wire.ExecutionError(**stop.error, at_ns=now_ns))
         if (stop.status is not SessionStatus.OK and self.gate.end is None and self._cancel is None
                 and not self._cancel_sent):
             self._cancel_sent = True
-            actions.append(CancelUpstream(Cancel(stop.status.value, "executor", at_ns)))
+            actions.append(wire.Cancel(stop.status.value, "executor", now_ns))
         if stop.status in _PROGRAM_ENDS and self._batch is not None and self.ends_program:
             self.phase = Phase.ENDING
-            timeout_s = max(MIN_TIMEOUT_S, min(self.limits.batch_s, self.remaining_s(at_ns)))
+            timeout_s = max(MIN_TIMEOUT_S, min(self.limits.batch_s, self.remaining_s(now_ns)))
             return [*actions, EndProgram(timeout_s)]
         return [*actions, *self._release()]
 
@@ -336,22 +300,22 @@ class SessionState:
         self.phase = Phase.RELEASING
         return [ReleaseInterpreter()]
 
-    def _broke(self, event: Broke) -> list[Action]:
-        """The executor failed, and what the shell still had to do is dropped: this plans anew. Before the
-        status is known the session fails; after, the program's own status stands (its error is already out),
-        the interpreter is still let go, and whatever else the session waited for is given up."""
+    def _failed(self, event: Failed, now_ns: int) -> list[Action]:
+        """The session cannot go on, and what the shell still had to do is dropped: this plans anew. Before
+        the status is known the session fails; after, the program's own status stands (its error is already
+        out), the interpreter is still let go, and whatever else the session waited for is given up."""
         if self.phase in (Phase.STARTING, Phase.EXECUTING, Phase.RUNNING):
-            return self._stopping(_Stop(SessionStatus.FAILED, detail=event.detail), event.at_ns)
+            return self._stopping(_Stop(SessionStatus.FAILED, detail=event.detail), now_ns)
         if self.phase in (Phase.ENDING, Phase.RELEASING):
             return self._release()
         self._drain_until_ns = 0
         return []
 
-    def _summary(self, now_ns: int) -> Summary:
+    def _summary(self, now_ns: int) -> wire.Summary:
         assert self._stop is not None
         stop, end = self._stop, self.gate.end
         generation = end.generation if end is not None else None
-        return fitting(Summary(
+        return wire.fitting(wire.Summary(
             status=stop.status,
             gate=self.turn.gate,
             submitted_ns=self.turn.submitted_ns,
@@ -366,7 +330,7 @@ class SessionState:
             batches=self.gate.batches,
             finish_reason=generation.finish_reason.value if generation else None,
             tokens=generation.tokens if generation else None,
-            detail=None if stop.detail is None else clip(stop.detail),
+            detail=None if stop.detail is None else wire.clip(stop.detail),
             started_ns=self._started_ns,
             turn=self.number,
             interpreter_kept=self._kept,
@@ -380,7 +344,7 @@ class SessionState:
 def _error(type_: str, message: str, line: int | None, traceback: str) -> dict[str, Any]:
     """An error as the ExecutionError and the Summary carry it: a long message and traceback (an exception
     raised with a 4 M character message) are cut with a marker, so both fit one message."""
-    return {"type": type_, "message": clip(message), "line": line, "traceback": clip(traceback)}
+    return {"type": type_, "message": wire.clip(message), "line": line, "traceback": wire.clip(traceback)}
 
 
 def _error_of(error: CodeError) -> dict[str, Any]:

@@ -21,32 +21,11 @@ from eager.common.config import Settings
 from eager.common.connection import MAX_BLOCK_MS, connect
 from eager.common.heartbeat import process_name
 from eager.common.lease import UPSTREAM_GRACE_LEASES, Watch, held, lapsed
-from eager.common.protocol import Keys, ProtocolError, SessionSpec, SessionStatus, TurnRequest, decode
+from eager.common.protocol import (Cancel, Keys, Message, ProtocolError, SessionSpec, SessionStatus, Summary,
+                                   TurnRequest, decode)
 from eager.common.streams import decode_entries, end_session, publish
-from eager.executor_pool._session_actions import (
-    Action,
-    CancelUpstream,
-    EndProgram,
-    Finish,
-    Publish,
-    Read,
-    ReleaseInterpreter,
-    RunBatch,
-)
-from eager.executor_pool._session_inputs import (
-    Arrived,
-    BatchKilled,
-    BatchReturned,
-    Broke,
-    DetectorLost,
-    Input,
-    InterpreterReady,
-    InterpreterReleased,
-    Kill,
-    Printed,
-    ProgramEnded,
-    Showed,
-)
+from eager.executor_pool import _session_inputs as told
+from eager.executor_pool._session_actions import Action, EndProgram, Read, ReleaseInterpreter, RunBatch
 from eager.executor_pool._session_state import Limits, SessionState
 from eager.executor_pool.conversation import Interpreters, SetupFailed, TurnWait
 from eager.executor_pool.gate import BatchLimits, GateError, GateState
@@ -151,17 +130,17 @@ class SessionRunner:
         try:
             interpreter, warm, kept = self.interpreters.acquire(self.turn, self.machine.remaining_s(now_ns()))
         except _FAILURES as exc:
-            self._feed(Broke(self._failure(exc), now_ns()))
+            self._feed(told.Failed(self._failure(exc)))
         else:
             self._interpreter, pid = interpreter, interpreter.pid
             assert pid is not None  # acquired: started
-            self._feed(InterpreterReady(socket.gethostname(), pid, interpreter.isolation, warm, kept, now_ns()))
+            self._feed(told.InterpreterReady(socket.gethostname(), pid, interpreter.isolation, warm, kept))
         while self._status is None:
             self._perform_all(self.machine.next_actions(now_ns()))
         return self._status
 
-    def _feed(self, event: Input) -> None:
-        self._perform_all(self.machine.receive(event))
+    def _feed(self, event: told.Input) -> None:
+        self._perform_all(self.machine.receive(event, now_ns()))
 
     def _perform_all(self, actions: list[Action]) -> None:
         """Perform the actions in order; a failure is fed to the machine, and the rest of the plan, made before
@@ -170,7 +149,7 @@ class SessionRunner:
             try:
                 self._perform(action)
             except _FAILURES as exc:
-                self._feed(Broke(self._failure(exc), now_ns()))
+                self._feed(told.Failed(self._failure(exc)))
                 return
 
     def _failure(self, exc: Exception) -> str:
@@ -184,32 +163,33 @@ class SessionRunner:
         return f"executor failure: {exc!r}"
 
     def _perform(self, action: Action) -> None:
-        session_id = self.request.session_id
-        if isinstance(action, Publish):
-            publish(self.client, self.keys.events(session_id), action.message, self.settings.key_ttl_s)
-        elif isinstance(action, CancelUpstream):
-            publish(self.client, self.keys.cancel(session_id), action.cancel, self.settings.key_ttl_s)
+        session_id, ttl_s = self.request.session_id, self.settings.key_ttl_s
+        if isinstance(action, Summary):
+            self._end(action)
+        elif isinstance(action, Cancel):
+            publish(self.client, self.keys.cancel(session_id), action, ttl_s)
+        elif isinstance(action, Message):
+            publish(self.client, self.keys.events(session_id), action, ttl_s)
         elif isinstance(action, Read):
             self._read(action)
         elif isinstance(action, RunBatch):
             self._run_batch(action)
         elif isinstance(action, EndProgram):
             self._end_program(action)
-        elif isinstance(action, ReleaseInterpreter):
+        else:
+            assert isinstance(action, ReleaseInterpreter)
             try:
                 self.interpreters.release()
             finally:
-                self._feed(InterpreterReleased(self.interpreters.holds_living(), now_ns()))
-        else:
-            self._finish(action)
+                self._feed(told.InterpreterReleased(self.interpreters.holds_living()))
 
     def _read(self, action: Read) -> None:
         """Take whatever arrived on the chunk and cancel streams (one XREAD: same hash slot)."""
         session_id = self.request.session_id
         if action.from_detector and lapsed(self.client, self.keys.lease(session_id, "detector"), self._detector,
                                            now_ns()):
-            self._feed(DetectorLost(f"no detector held the session for {UPSTREAM_GRACE_LEASES * self.settings.lease_s}"
-                                    " s (request lost, or no detector running)", now_ns()))
+            self._feed(told.Failed(f"no detector held the session for {UPSTREAM_GRACE_LEASES * self.settings.lease_s}"
+                                   " s (request lost, or no detector running)"))
             return
         block_ms = None
         if action.until_ns is not None:
@@ -217,7 +197,7 @@ class SessionRunner:
         response = self.client.xread(self._cursors, count=1000, block=block_ms)
         for key, entry_id, message in decode_entries(response):
             self._cursors[key] = entry_id
-            self._feed(Arrived(message, now_ns()))
+            self._feed(message)
 
     def _run_batch(self, action: RunBatch) -> None:
         assert self._interpreter is not None
@@ -226,23 +206,23 @@ class SessionRunner:
             result = self._interpreter.run(batch.code, batch.first_line, self._on_output, timeout=action.timeout_s,
                                            on_figure=self._on_figure)
         except BatchTimeout as exc:
-            self._feed(BatchKilled(Kill.TIMEOUT, str(exc), now_ns()))
+            self._feed(told.BatchKilled(told.Kill.TIMEOUT, str(exc)))
         except LimitExceeded as exc:
-            self._feed(BatchKilled(Kill.LIMIT, str(exc), now_ns()))
+            self._feed(told.BatchKilled(told.Kill.LIMIT, str(exc)))
         except InterpreterDied as exc:
-            self._feed(BatchKilled(Kill.DIED, str(exc), now_ns()))
+            self._feed(told.BatchKilled(told.Kill.DIED, str(exc)))
         else:
-            self._feed(BatchReturned(result, now_ns()))
+            self._feed(result)
 
     def _on_output(self, stream: str, text: str) -> None:
-        self._streamed(Printed(stream, text, now_ns()))
+        self._streamed(told.Printed(stream, text))
 
     def _on_figure(self, png: bytes) -> None:
-        self._streamed(Showed(png, now_ns()))
+        self._streamed(told.Showed(png))
 
-    def _streamed(self, event: Printed | Showed) -> None:
+    def _streamed(self, event: told.Printed | told.Showed) -> None:
         """Published while the interpreter runs: a failure stops the batch (it propagates out of the run)."""
-        for action in self.machine.receive(event):
+        for action in self.machine.receive(event, now_ns()):
             self._perform(action)
 
     def _end_program(self, action: EndProgram) -> None:
@@ -252,15 +232,14 @@ class SessionRunner:
         try:
             self._interpreter.finish(self._on_output, timeout=action.timeout_s, on_figure=self._on_figure)
         except BatchTimeout as exc:
-            self._feed(ProgramEnded(now_ns(), timed_out=str(exc)))
+            self._feed(told.ProgramEnded(timed_out=str(exc)))
             return
         except InterpreterDied as exc:
             log.info("session %s: the interpreter died at its end: %s", self.request.session_id, exc)
-        self._feed(ProgramEnded(now_ns()))
+        self._feed(told.ProgramEnded())
 
-    def _finish(self, action: Finish) -> None:
+    def _end(self, summary: Summary) -> None:
         """The terminal Summary, through the one end every ender goes through."""
-        summary = action.summary
         self._status = summary.status
         ended = end_session(self.client, self.keys, self.request.session_id, summary, self.settings.key_ttl_s)
         if not ended.won:  # its lease lapsed and a client or the worker ended it first
