@@ -96,7 +96,8 @@ async def held_async(client: redis.asyncio.Redis, key: str, owner: str, lease_s:
             await client.eval(_RELEASE, 1, key, owner)
 
 
-UPSTREAM_GRACE_LEASES = 3  # no process took an upstream's session after this many periods: none will (a takeover needs about one)
+# No process took an upstream's session after this many lease periods: none will (a takeover needs about one).
+UPSTREAM_GRACE_LEASES = 3
 
 
 @dataclass
