@@ -19,7 +19,7 @@ from eager.common.clock import now_ns
 from eager.common.config import Settings
 from eager.common.connection import connect, connect_async
 from eager.common.heartbeat import process_name, start_beating
-from eager.common.lease import RENEWALS_PER_PERIOD, held_async
+from eager.common.lease import Cadence, held_async
 from eager.common.protocol import Keys, ProtocolError, SessionRequest, decode, recover_session_id
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ async def serve_requests(
                 continue
             start(*claimed[0])
 
-    claimed_ns = 0
+    claims = Cadence.of_lease(settings.lease_s)
     try:
         while not stop.is_set():
             try:
@@ -117,8 +117,7 @@ async def serve_requests(
             for _, entries in response or []:
                 for entry_id, fields in entries:
                     start(entry_id, fields)
-            if resume and now_ns() - claimed_ns > settings.lease_s / RENEWALS_PER_PERIOD * 1e9:
-                claimed_ns = now_ns()
+            if resume and claims.due(now_ns()):
                 try:
                     await claim_abandoned()
                 except redis.RedisError:

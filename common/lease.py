@@ -15,6 +15,7 @@ import contextlib
 import math
 import threading
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 
 import redis
 import redis.asyncio
@@ -95,23 +96,70 @@ async def held_async(client: redis.asyncio.Redis, key: str, owner: str, lease_s:
             await client.eval(_RELEASE, 1, key, owner)
 
 
-class Watch:
-    """Whether a lease is lost: it was held and has expired, or nobody took it within a grace period.
+# No process took an upstream's session after this many lease periods: none will (a takeover needs about one).
+UPSTREAM_GRACE_LEASES = 3
 
-    Pure bookkeeping over what the caller observed (`held` or not, at a time), so the rule is testable.
+
+@dataclass
+class Cadence:
+    """When to look again at something a lease keeps: a few times per period, not on every loop turn."""
+
+    every_ns: int
+    _looked_ns: int | None = None
+
+    @classmethod
+    def of_lease(cls, lease_s: float) -> Cadence:
+        return cls(int(lease_s / RENEWALS_PER_PERIOD * 1e9))
+
+    def due(self, now_ns: int) -> bool:
+        """Whether it is time to look (and, if so, that the caller looks now)."""
+        if self._looked_ns is not None and now_ns - self._looked_ns < self.every_ns:
+            return False
+        self._looked_ns = now_ns
+        return True
+
+
+@dataclass
+class Watch:
+    """Whether an upstream's lease is lost: nobody took it within `grace_s` of `since_ns`, or it was held and
+    has stayed missing for `takeover_s` (0: a lapse is final; a stage whose sessions a successor takes over,
+    as detectors do, gets a few periods).
+
+    Pure bookkeeping over what the caller observed (`held` or not, at a time), so the rule is testable;
+    `lapsed` is its one use against Redis.
     """
 
-    def __init__(self, since_ns: int, grace_s: float) -> None:
-        self.since_ns = since_ns
-        self.grace_ns = None if math.isinf(grace_s) else int(grace_s * 1e9)  # None: only a lapse counts
-        self.seen = False
+    since_ns: int
+    grace_s: float  # inf: only a lapse counts (a queued session is not a lost one)
+    takeover_s: float = 0.0
+    cadence: Cadence = field(default_factory=lambda: Cadence(0))
+    seen: bool = False
+    _held_ns: int | None = None  # the last time it was seen held
 
-    def confirm(self) -> None:
+    @classmethod
+    def upstream(cls, since_ns: int, lease_s: float, taken_over: bool = False) -> Watch:
+        """The watch a stage keeps on the stage before it, looked at a few times per period."""
+        return cls(since_ns, UPSTREAM_GRACE_LEASES * lease_s, UPSTREAM_GRACE_LEASES * lease_s if taken_over else 0.0,
+                   Cadence.of_lease(lease_s))
+
+    def confirm(self, now_ns: int) -> None:
         """The holder showed itself another way (its output arrived): from now on only a lapse counts."""
-        self.seen = True
+        self.seen, self._held_ns = True, now_ns
 
     def lost(self, held_now: bool, now_ns: int) -> bool:
         if held_now:
-            self.seen = True
+            self.confirm(now_ns)
             return False
-        return self.seen or (self.grace_ns is not None and now_ns - self.since_ns > self.grace_ns)
+        if self.seen:
+            return self._held_ns is None or now_ns - self._held_ns >= self.takeover_s * 1e9
+        return not math.isinf(self.grace_s) and now_ns - self.since_ns > self.grace_s * 1e9
+
+
+def lapsed(client: redis.Redis, key: str, watch: Watch, now_ns: int) -> bool:
+    """Whether the lease at `key` is lost, looking at it only when the watch's cadence says so."""
+    return watch.cadence.due(now_ns) and watch.lost(bool(client.exists(key)), now_ns)
+
+
+async def lapsed_async(client: redis.asyncio.Redis, key: str, watch: Watch, now_ns: int) -> bool:
+    """`lapsed`, for asyncio callers (the detector)."""
+    return watch.cadence.due(now_ns) and watch.lost(bool(await client.exists(key)), now_ns)

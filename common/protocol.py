@@ -5,7 +5,9 @@ module spells a key. Every per-session key carries the session id as a Redis
 Cluster hash tag (``eager:{<session>}:tokens``) so that all of one session's keys
 live on one shard and a multi-key read over them (the client follows three streams
 in one XREAD) stays legal in a cluster. Every message carries the schema version;
-a reader refuses a version it does not know rather than guessing.
+a reader refuses a version it does not know rather than guessing. Within a version a field
+may be added only with a default, so a message written before it decodes (as the default)
+and an older reader ignores it: the session deadline (`deadline_ns`) came so.
 
 Keys (``<ns>`` is the namespace, ``eager`` by default):
 
@@ -75,6 +77,34 @@ def check_session_id(session_id: str) -> str:
 def check_timeout(timeout_s: float | None) -> None:
     if timeout_s is not None and (type(timeout_s) not in (int, float) or not timeout_s > 0 or timeout_s == float("inf")):
         raise ProtocolError("`timeout_s` must be a positive number of seconds")
+
+
+class _Deadlined:
+    """A session's one deadline: stamped once, by its submitter, as an absolute wall-clock time (`deadline_ns`),
+    and clamped by each stage to its own cap, so no stage redoes the arithmetic from its own settings. A message
+    from a submitter older than the stamp carries none: its `timeout_s` (or the stage's cap) stands in."""
+
+    __slots__ = ()
+    submitted_ns: int
+    timeout_s: float | None
+    deadline_ns: int | None
+
+    def _check_deadline(self) -> None:
+        check_timeout(self.timeout_s)
+        if self.deadline_ns is not None and (type(self.deadline_ns) is not int or self.deadline_ns <= self.submitted_ns):
+            raise ProtocolError("`deadline_ns` must be an integer time after `submitted_ns`")
+
+    def deadline_within(self, cap_s: float) -> int:
+        """The deadline a stage whose own cap on a session's wall time is `cap_s` honours: the stamped one, or
+        the cap's if that comes first."""
+        cap_ns = self.submitted_ns + int(cap_s * 1e9)
+        if self.deadline_ns is not None:
+            return min(self.deadline_ns, cap_ns)
+        return cap_ns if self.timeout_s is None else min(self.submitted_ns + int(self.timeout_s * 1e9), cap_ns)
+
+    def allowance_s(self, cap_s: float) -> float:
+        """The session's wall time under that cap, as a status detail names it."""
+        return round((self.deadline_within(cap_s) - self.submitted_ns) / 1e9, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +297,7 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionRequest(Message):
+class SessionRequest(_Deadlined, Message):
     kind: ClassVar[str] = "request"
     session_id: str
     model: str
@@ -282,10 +312,11 @@ class SessionRequest(Message):
     stop: list[str] | None = None  # stop sequences, passed to the model as they are
     timeout_s: float | None = None  # the session's own wall-time limit (at most the deployment's)
     tool: CodeTool | None = None  # code arrives as this tool's calls (chat only), not in markdown
+    deadline_ns: int | None = None  # stamped at submit (`stamped`); absent from an older client's request
 
     def __post_init__(self) -> None:
         check_session_id(self.session_id)
-        check_timeout(self.timeout_s)
+        self._check_deadline()
         if isinstance(self.tool, dict):
             try:
                 object.__setattr__(self, "tool", CodeTool(**self.tool))
@@ -314,10 +345,20 @@ class SessionRequest(Message):
             raise ProtocolError("a request needs a model name")
         object.__setattr__(self, "gate", Gate(self.gate))
 
+    def stamped(self, cap_s: float) -> SessionRequest:
+        """The request with its deadline fixed once, as its submitter's cap makes it."""
+        return dataclasses.replace(self, deadline_ns=self.deadline_within(cap_s))
+
+    def resubmitted(self, at_ns: int) -> SessionRequest:
+        """The request submitted again at `at_ns` (a conversation's turn, timed from when it is sent), with
+        the same allowance to its deadline."""
+        deadline_ns = None if self.deadline_ns is None else self.deadline_ns - self.submitted_ns + at_ns
+        return dataclasses.replace(self, submitted_ns=at_ns, deadline_ns=deadline_ns)
+
     def turn(self, execute: bool = True) -> TurnRequest:
         """The session as the executor runs it: its id, gate, timing and its own limits."""
         return TurnRequest(self.session_id, self.gate, self.submitted_ns, self.batch_chunks, self.batch_wait_ms,
-                           self.timeout_s, execute)
+                           self.timeout_s, execute, self.deadline_ns)
 
     @property
     def raw(self) -> bool:
@@ -415,7 +456,7 @@ class SessionStarted(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class TurnRequest(Message):
+class TurnRequest(_Deadlined, Message):
     """The next turn of a conversation: its session, already submitted to the producer and detector."""
 
     kind: ClassVar[str] = "turn"
@@ -426,10 +467,11 @@ class TurnRequest(Message):
     batch_wait_ms: int | None = None
     timeout_s: float | None = None
     execute: bool = True  # False: a turn that only talks (an agent's plan): its code is not run
+    deadline_ns: int | None = None  # its request's stamped deadline; absent from an older client's
 
     def __post_init__(self) -> None:
         check_session_id(self.session_id)
-        check_timeout(self.timeout_s)
+        self._check_deadline()
         object.__setattr__(self, "gate", Gate(self.gate))
 
 

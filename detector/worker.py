@@ -17,7 +17,7 @@ from eager.common.clock import now_ns
 from eager.common.config import Settings
 from eager.common.connection import MAX_BLOCK_MS, connect_async
 from eager.common.consumer import serve_requests
-from eager.common.lease import Watch
+from eager.common.lease import UPSTREAM_GRACE_LEASES, Watch, lapsed_async
 from eager.common.metrics import serve_metrics
 from eager.common.protocol import (
     DETECTOR_GROUP,
@@ -37,8 +37,6 @@ from eager.common.streams import decode_entries, publish_async
 from eager.detector import _events as events
 from eager.detector import metrics
 from eager.detector.core import NEED_DATA, Detector
-
-PRODUCER_GRACE_LEASES = 3  # a session no producer has taken after this many lease periods has none to take it
 
 
 class SessionDetection:
@@ -113,8 +111,8 @@ async def follow(client: redis.asyncio.Redis, keys: Keys, settings: Settings, re
     if before.ended:
         return
     cursor = "0-0"
-    deadline_ns = request.submitted_ns + int(settings.session_timeout(request.timeout_s) * 1e9)
-    producer = Watch(request.submitted_ns, grace_s=PRODUCER_GRACE_LEASES * settings.lease_s)
+    deadline_ns = request.deadline_within(settings.session_timeout_s)
+    producer = Watch.upstream(request.submitted_ns, settings.lease_s)
     while True:
         remaining_ms = (deadline_ns - now_ns()) // 1_000_000
         block_ms = max(1, min(remaining_ms, MAX_BLOCK_MS))
@@ -131,7 +129,7 @@ async def follow(client: redis.asyncio.Redis, keys: Keys, settings: Settings, re
             await publish_async(client, keys.chunks(session_id), out, settings.key_ttl_s)
             metrics.observe_published(out, now_ns())
             return
-        producer.confirm()  # tokens: a producer took the session
+        producer.confirm(now_ns())  # tokens: a producer took the session
         out: list[Message] = []
         finished = False
         for _, entry_id, message in decode_entries(response):
@@ -155,11 +153,11 @@ async def _why_silent(client: redis.asyncio.Redis, keys: Keys, settings: Setting
     """Why no token will come any more, or None while one still may."""
     if remaining_ms <= MAX_BLOCK_MS:  # the producer owns the deadline: silent past it, it is gone
         return "no end of generation before the session deadline (producer lost?)"
-    if not producer.lost(bool(await client.exists(keys.lease(session_id, "producer"))), now_ns()):
+    if not await lapsed_async(client, keys.lease(session_id, "producer"), producer, now_ns()):
         return None
     if producer.seen:
         return f"the producer stopped renewing its lease for {settings.lease_s} s (killed or lost) mid-generation"
-    return f"no producer took the session within {PRODUCER_GRACE_LEASES * settings.lease_s} s (none running?)"
+    return f"no producer took the session within {UPSTREAM_GRACE_LEASES * settings.lease_s} s (none running?)"
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:

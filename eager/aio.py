@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import math
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -202,7 +201,7 @@ class AsyncConversation:
             await self.sessions[-1].result()
             executor_holds = bool(await client.redis.exists(client.keys.conversation_lease(self.id, "executor")))
             check_next_turn(self.id, self._held is not None, executor_holds)
-            request = dataclasses.replace(request, submitted_ns=now_ns())  # timed from now, not the previous turn
+            request = request.resubmitted(now_ns())  # timed from now, not the previous turn
             await publish_async(client.redis, client.keys.turns(self.id), [request.turn(execute)],
                                 client.settings.key_ttl_s)
             await client.publish_request(request)

@@ -7,7 +7,6 @@ executor's fork and interpreter start overlap the model's time to first token.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 import uuid
@@ -221,7 +220,8 @@ class Client:
     def request(self, **options: Unpack[SessionOptions]) -> SessionRequest:
         """A validated request with a new session id and the configured model unless one is given."""
         fields: dict[str, Any] = {**options, "model": options.get("model") or self.settings.model}
-        request = SessionRequest(session_id=uuid.uuid4().hex, submitted_ns=now_ns(), **fields)
+        request = SessionRequest(session_id=uuid.uuid4().hex, submitted_ns=now_ns(), **fields).stamped(
+            self.settings.session_timeout_s)
         encode(request)  # refuses an oversized request before anything is enqueued
         return request
 
@@ -246,7 +246,6 @@ class Client:
         self._queue.enqueue(
             "eager.executor_pool.session.run_session", encode(spec),
             job_id=self.keys.executor_job_id(request.session_id),
-            job_timeout=int(max_turns * (self.settings.session_timeout_s + self.settings.turn_idle_s) + 60),
             result_ttl=self.settings.key_ttl_s, failure_ttl=self.settings.key_ttl_s, ttl=self.settings.key_ttl_s,
         )
 
@@ -309,7 +308,7 @@ class Conversation:
             check_next_turn(self.id, self._held is not None,
                             bool(self._client.redis.exists(keys.conversation_lease(self.id, "executor"))))
             # validated before the wait, timed from now: its deadlines do not count the previous turn's time
-            request = dataclasses.replace(request, submitted_ns=now_ns())
+            request = request.resubmitted(now_ns())
             publish(self._client.redis, keys.turns(self.id), request.turn(execute), settings.key_ttl_s)
             self._client.publish_request(request)
             # the executor is running and waiting for this turn: if it does not take it soon, none will

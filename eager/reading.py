@@ -127,8 +127,7 @@ class SessionReader:
                                                                           keys.events(session_id)]
         self._cursors = {key: "0-0" for key in self._streams}
         self._lease_key = keys.lease(session_id, "executor")
-        self._deadline_ns = request.submitted_ns + int(
-            (settings.session_timeout(request.timeout_s) + TERMINAL_GRACE_S) * 1e9)
+        self._deadline_ns = request.deadline_within(settings.session_timeout_s) + int(TERMINAL_GRACE_S * 1e9)
         self._executor = Watch(request.submitted_ns, grace_s=executor_grace_s)
         self._executor_grace_s = executor_grace_s
         self._check_every_ns = int(settings.lease_s / RENEWALS_PER_PERIOD * 1e9)

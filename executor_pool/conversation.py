@@ -17,7 +17,7 @@ import redis
 from eager.common.clock import now_ns
 from eager.common.config import Settings
 from eager.common.connection import MAX_BLOCK_MS
-from eager.common.lease import RENEWALS_PER_PERIOD, Watch
+from eager.common.lease import RENEWALS_PER_PERIOD, Watch, lapsed
 from eager.common.protocol import ConversationEnd, Keys, ProtocolError, TurnRequest
 from eager.common.streams import decode_entries
 from eager.executor_pool._runner import SETUP_FILENAME, program_filename
@@ -101,12 +101,12 @@ class TurnWait:
     keys: Keys
     settings: Settings
     conversation_id: str
+    opened_ns: int  # the first turn's submission: its client held the conversation's lease before it
     _cursor: str = "0-0"
     _client_lease: Watch = field(init=False)
 
     def __post_init__(self) -> None:
-        # the client takes its lease before it submits the first turn: missing for a period means gone
-        self._client_lease = Watch(now_ns(), grace_s=self.settings.lease_s)
+        self._client_lease = Watch.upstream(self.opened_ns, self.settings.lease_s)
 
     def next_turn(self) -> TurnRequest | None:
         """The next turn, or None when the conversation is over: ended, its client gone, or idle too long
@@ -126,8 +126,7 @@ class TurnWait:
                 log.info("conversation %s: no turn for %.0f s; freeing its interpreter", self.conversation_id,
                          self.settings.turn_idle_s)
                 return None
-            if self._client_lease.lost(bool(self.client.exists(self.keys.conversation_lease(self.conversation_id,
-                                                                                             "client"))), now):
+            if lapsed(self.client, self.keys.conversation_lease(self.conversation_id, "client"), self._client_lease, now):
                 log.info("conversation %s: its client stopped holding it", self.conversation_id)
                 return None
             block_ms = max(1, min((idle_until - now) // 1_000_000, MAX_BLOCK_MS,

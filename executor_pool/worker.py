@@ -7,6 +7,7 @@ a pool of started interpreters and hands one to each job's horse (see `pool`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -37,6 +38,9 @@ class PoolWorker(Worker):
     client: redis.Redis
 
     def execute_job(self, job: Any, queue: Queue) -> None:
+        with contextlib.suppress(ProtocolError):  # unreadable: the job refuses it at once, in its default time
+            job.timeout = session.job_timeout_s(session.spec_of(tuple(job.args), dict(job.kwargs)), self.settings,
+                                                now_ns())
         interpreter = self.pool.take()
         hand_off(interpreter)
         try:

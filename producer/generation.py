@@ -89,8 +89,7 @@ class Generation:
 
     async def _settle(self, stream_task: asyncio.Task, cancel_task: asyncio.Task) -> tuple[str | None, float | None]:
         """Wait for whichever comes first; returns (error, seconds from the cancel to the closed stream)."""
-        timeout_s = self.settings.session_timeout(self.request.timeout_s)
-        remaining = self.request.submitted_ns / 1e9 + timeout_s - now_ns() / 1e9
+        remaining = (self.request.deadline_within(self.settings.session_timeout_s) - now_ns()) / 1e9
         done, _ = await asyncio.wait({stream_task, cancel_task}, timeout=max(remaining, 0.0),
                                      return_when=asyncio.FIRST_COMPLETED)
         if stream_task in done:
@@ -100,7 +99,7 @@ class Generation:
         with contextlib.suppress(asyncio.CancelledError):
             await stream_task
         if cancel_task not in done:
-            return f"session exceeded {timeout_s} s during generation", None
+            return f"session exceeded {self.request.allowance_s(self.settings.session_timeout_s)} s during generation", None
         cancel = cancel_task.result()
         self.cancelled_by = cancel.by
         self.finish_reason = FinishReason.CANCELLED

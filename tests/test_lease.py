@@ -7,7 +7,7 @@ import threading
 import time
 
 from eager.common.connection import connect, connect_async
-from eager.common.lease import Watch, held, held_async
+from eager.common.lease import UPSTREAM_GRACE_LEASES, Cadence, Watch, held, held_async, lapsed
 
 S = 1_000_000_000
 
@@ -28,7 +28,7 @@ def test_a_lease_never_taken_is_lost_only_after_the_grace() -> None:
 
 def test_a_confirmed_holder_is_lost_as_soon_as_its_lease_is_missing() -> None:
     watch = Watch(since_ns=0, grace_s=100)
-    watch.confirm()
+    watch.confirm(0)
     assert watch.lost(False, 1 * S)
 
 
@@ -37,6 +37,42 @@ def test_without_a_grace_only_a_lapse_counts() -> None:
     assert not watch.lost(False, 10_000 * S)
     assert not watch.lost(True, 10_001 * S)
     assert watch.lost(False, 10_002 * S)
+
+
+def test_a_lease_a_successor_takes_over_may_lapse_for_the_takeover_time() -> None:
+    watch = Watch(since_ns=0, grace_s=100, takeover_s=3)
+    assert not watch.lost(True, 1 * S)
+    assert not watch.lost(False, 2 * S)
+    assert not watch.lost(False, 4 * S - 1)
+    assert watch.lost(False, 4 * S)  # three seconds since it was last seen held
+    assert not watch.lost(True, 5 * S)  # taken over: watched afresh
+    assert not watch.lost(False, 7 * S)
+
+
+def test_an_upstream_watch_uses_the_one_grace_and_looks_a_few_times_per_period() -> None:
+    producer = Watch.upstream(since_ns=0, lease_s=2.0)
+    detector = Watch.upstream(since_ns=0, lease_s=2.0, taken_over=True)
+    assert producer.grace_s == detector.grace_s == detector.takeover_s == UPSTREAM_GRACE_LEASES * 2.0
+    assert producer.takeover_s == 0.0
+    looks = [now for now in range(0, 2 * S, S // 10) if producer.cadence.due(now)]
+    assert len(looks) == 3  # 0, 0.7 and 1.4 s: three per period of 2 s
+
+
+def test_a_cadence_is_due_at_once_then_once_per_interval() -> None:
+    cadence = Cadence(every_ns=10)
+    assert [cadence.due(now) for now in (0, 5, 9, 10, 15, 21)] == [True, False, False, True, False, True]
+
+
+def test_lapsed_looks_at_the_lease_in_redis_only_when_due(settings) -> None:
+    client = connect(settings)
+    key = f"{settings.namespace}:lease-watched"
+    watch = Watch(since_ns=0, grace_s=100, cadence=Cadence(every_ns=10 * S))
+    client.set(key, "upstream")
+    assert not lapsed(client, key, watch, 1 * S) and watch.seen
+    client.delete(key)
+    assert not lapsed(client, key, watch, 2 * S)  # not due: Redis is not asked
+    assert lapsed(client, key, watch, 11 * S)
+    client.close()
 
 
 def test_a_held_lease_outlives_its_period_and_is_released(settings) -> None:

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from eager.common import protocol as p
-from eager.common.protocol import Cancel, Gate, ProtocolError, SessionSpec, TurnRequest, encode
-from eager.executor_pool.session import spec_of
+from eager.common.protocol import Cancel, Gate, ProtocolError, SessionRequest, SessionSpec, TurnRequest, decode, encode
+from eager.executor_pool.session import JOB_MARGIN_S, job_timeout_s, spec_of
 from eager.common.config import Settings
 
 
@@ -159,3 +159,45 @@ def test_an_executor_job_reads_its_session_spec_or_an_older_clients_arguments() 
 def test_an_unreadable_executor_job_is_refused_clearly(args, kwargs) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ProtocolError):
         spec_of(args, kwargs)
+
+
+S = 1_000_000_000
+
+
+def test_the_executor_sizes_its_job_s_timeout_from_the_spec_and_its_own_caps() -> None:
+    caps = dataclasses.replace(Settings(), session_timeout_s=100.0, turn_idle_s=20.0)
+    lone = SessionSpec(TurnRequest("s1", Gate.EAGER, 10 * S, deadline_ns=40 * S))
+    assert job_timeout_s(lone, caps, now=10 * S) == 30 + JOB_MARGIN_S  # the stamp, not the cap
+    greedy = SessionSpec(TurnRequest("s1", Gate.EAGER, 10 * S, deadline_ns=10_000 * S))
+    assert job_timeout_s(greedy, caps, now=10 * S) == 100 + JOB_MARGIN_S  # clamped to this executor's cap
+    conversation = SessionSpec(TurnRequest("s1", Gate.EAGER, 10 * S), conversation="c1", max_turns=3)
+    assert job_timeout_s(conversation, caps, now=10 * S) == 100 + 2 * (20 + 100) + JOB_MARGIN_S
+
+
+def test_a_request_carries_one_deadline_stamped_at_submit_and_each_stage_clamps_it() -> None:
+    request = SessionRequest(session_id="s", model="m", submitted_ns=10 * S, prompt="p", timeout_s=5.0).stamped(300.0)
+    assert request.deadline_ns == 15 * S
+    assert request.deadline_within(300.0) == 15 * S  # a stage with a larger cap honours the stamp
+    assert request.deadline_within(2.0) == 12 * S  # one with a smaller cap clamps it
+    assert request.turn().deadline_ns == 15 * S
+    assert request.allowance_s(2.0) == 2.0
+    later = request.resubmitted(100 * S)
+    assert (later.submitted_ns, later.deadline_ns) == (100 * S, 105 * S)
+
+
+def test_a_request_without_a_stamp_decodes_and_falls_back_to_its_timeout_or_the_cap() -> None:
+    old = SessionRequest(session_id="s", model="m", submitted_ns=10 * S, prompt="p", timeout_s=5.0)
+    fields = encode(old)
+    body = json.loads(fields["data"])
+    del body["deadline_ns"]  # as a client from before the stamp wrote it
+    decoded = decode({**fields, "data": json.dumps(body)})
+    assert isinstance(decoded, SessionRequest) and decoded.deadline_ns is None
+    assert decoded.deadline_within(300.0) == 15 * S and decoded.deadline_within(2.0) == 12 * S
+    untimed = SessionRequest(session_id="s", model="m", submitted_ns=10 * S, prompt="p")
+    assert untimed.deadline_within(300.0) == 310 * S
+
+
+@pytest.mark.parametrize("deadline_ns", [10 * S, 9 * S, 11.5 * S, "soon"])
+def test_a_deadline_is_a_time_after_the_submission(deadline_ns) -> None:
+    with pytest.raises(ProtocolError, match="deadline_ns"):
+        TurnRequest("s", Gate.EAGER, 10 * S, deadline_ns=deadline_ns)

@@ -17,7 +17,7 @@ from eager.common.protocol import Keys, SessionStarted, SessionStatus, Summary
 from eager import load
 from eager.client import Client, Overloaded
 from eager.replay import ReplayServer, SpeedProfile
-from eager.executor_pool.session import DETECTOR_GRACE_LEASES
+from eager.common.lease import UPSTREAM_GRACE_LEASES
 from tests.conftest import BIN, stage_env
 from tests.helpers import answer_of
 
@@ -106,7 +106,7 @@ def test_more_sessions_than_executors_wait_in_the_queue_and_all_end_ok(settings,
         assert after.queue_wait_s >= (before.finished_ns - after.submitted_ns) / 1e9 > 0
     waits = [s.queue_wait_s for s in by_start]
     assert waits == sorted(waits) and waits[-1] > 3 * 1.5  # behind three sessions of 1.5 s of sleep at least
-    assert waits[-1] > DETECTOR_GRACE_LEASES * configured.lease_s
+    assert waits[-1] > UPSTREAM_GRACE_LEASES * configured.lease_s
     assert report.queue_wait_s.p99 == pytest.approx(waits[-1])
 
 
