@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from eager.common.config import Settings
-from eager.common.protocol import Gate
+from eager.common.protocol import CodeTool, Gate, ToolShape
 from eager.cli.shared import exit_on_sigterm, load_settings
 
 
@@ -25,21 +25,27 @@ from eager.cli.shared import exit_on_sigterm, load_settings
 @click.option("--quick", is_flag=True, help="3 ds1000 tasks and 1 humaneval task, profiles api-fast and served-mid")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/results"),
               show_default=True)
+@click.option("--tool-api", "tool_api", type=click.Choice([s.value for s in ToolShape]),
+              help="stream each answer's code as calls of a `python` tool (its `code` argument) in this API shape "
+              "(chat tool_calls, Responses function calls, Responses custom tool input) instead of markdown")
 @click.option("--repair", is_flag=True, help="the repair loop instead: each answer broken part way, then repaired; "
               "time until a working program, serial and eager (no --gate); writes repair.md and repair.json")
 def bench(suites: tuple[str, ...], profiles: tuple[str, ...], gates: tuple[str, ...], per_suite: int | None,
-          quick: bool, out: Path, repair: bool) -> None:
+          quick: bool, out: Path, tool_api: str | None, repair: bool) -> None:
     """Replay benchmark answers through the stack under each speed profile and gate; report vs serial and ideal."""
     from eager.bench import suite
 
     exit_on_sigterm()
     settings = suite.interpreter_for(load_settings())
     if repair:
+        if tool_api is not None:
+            raise click.UsageError("--repair replays markdown answers: no --tool-api")
         if click.get_current_context().get_parameter_source("gates") is not click.core.ParameterSource.DEFAULT:
             raise click.UsageError("--repair always runs the serial and eager gates: no --gate")
         _bench_repair(settings, suites, profiles, per_suite, quick, out)
         return
-    chosen = suite.plan(settings, suites, profiles, [Gate(g) for g in {"serial", *gates}], per_suite, quick)
+    tool = None if tool_api is None else CodeTool(shape=ToolShape(tool_api))
+    chosen = suite.plan(settings, suites, profiles, [Gate(g) for g in {"serial", *gates}], per_suite, quick, tool)
     for task_id, missing in sorted(chosen.skipped.items()):
         click.echo(f"skipped {task_id}: the interpreter lacks {', '.join(sorted(missing))} "
                    "(deploy/setup.sh --bench installs them)", err=True)
