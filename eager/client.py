@@ -243,25 +243,27 @@ class Client:
         temperature: float | None = None,
         stop: list[str] | None = None,
         timeout_s: float | None = None,
+        tool: CodeTool | dict[str, str] | None = None,
     ) -> Conversation:
         """Open a conversation: turns (sessions) whose code runs in one interpreter, as a coding agent's steps do.
         `setup` is Python run in every fresh interpreter before its first turn (helpers the agent's code calls).
-        `timeout_s` limits each turn. Close it (or use it as a context manager) to free the executor holding the
-        interpreter."""
+        `timeout_s` limits each turn; `tool` makes every turn's code come as that tool's calls (as `submit`).
+        Close it (or use it as a context manager) to free the executor holding the interpreter."""
         self._check_open()
         conversation = Conversation(self, {"model": model, "gate": gate, "max_tokens": max_tokens,
-                                           "temperature": temperature, "stop": stop, "timeout_s": timeout_s},
-                                    max_turns, setup)
+                                           "temperature": temperature, "stop": stop, "timeout_s": timeout_s,
+                                           "tool": tool}, max_turns, setup)
         self._conversations.add(conversation)
         return conversation
 
-    def solve(self, *, messages: list[dict[str, str]], repairs: int = 2, setup: str | None = None,
+    def solve(self, *, messages: list[dict[str, Any]], repairs: int = 2, setup: str | None = None,
               on_event: Callable[[int, Message], None] | None = None, write_feedback: repair.Feedback = repair.feedback,
               **request: Any) -> repair.RepairReport:
         """Run a coding task until its program works: when a turn's code fails (early error interruption stops
         the model at the error), the error, the code that ran and the partial answer go back to the model as
         the next turn, up to `repairs` times, all in one interpreter. `on_event(turn, event)` sees every event;
-        `request` takes `Client.conversation`'s model, gate and limits."""
+        `request` takes `Client.conversation`'s model, gate, limits and code `tool`: with a tool, the feedback
+        goes back as the results of the model's tool calls, in the shape its API expects."""
         records: list[tuple[str, repair.TurnRecord]] = []
         interrupted = None
         with self.conversation(max_turns=repairs + 1, setup=setup, **request) as conversation:
@@ -271,7 +273,7 @@ class Client:
                 except ConversationClosed as exc:
                     interrupted = str(exc)
                     break
-                record = repair.TurnRecord()
+                record = repair.TurnRecord(tool=session.request.tool)
                 try:
                     for event in session.events():
                         record.receive(event)
