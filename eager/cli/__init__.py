@@ -20,6 +20,6 @@ def main(verbose: bool) -> None:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
-for command in (run.run, demo.demo, servers.model_server, bench.bench, load.load, chunk.chunk, servers.replay_server,
+for command in (run.run, demo.demo, servers.model_server, servers.model_install, bench.bench, load.load, chunk.chunk, servers.replay_server,
                 stages.producer, stages.detector, stages.executor, config.config):
     main.add_command(command)

@@ -1,4 +1,4 @@
-"""`eager demo`: the bundled answer replayed serial then eager, then the bundled local model with repairs."""
+"""`eager demo`: the bundled answer replayed serial then eager, then the local model solving a task, with repairs."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from eager.common.protocol import Gate, Summary
 from eager.cli.run import run_one, solve
 from eager.cli.shared import exit_on_sigterm, load_settings, model, replay, speed_options, stack
 
-DEMO_REPAIRS = 2  # a 135M model's code often fails: the demo shows the repair loop at work
-DEMO_PROMPT = ("Write a short Python program that prints the squares of the numbers 1 to 5, one per line. "
+DEMO_REPAIRS = 2  # when the model's first program fails, the demo shows the repair loop at work
+DEMO_PROMPT = ("Write a Python program that finds the first 10 prime numbers and prints them, then prints their sum, "
+               "then builds a pandas DataFrame with columns `prime` and `square` and prints it. "
                "Answer with one ```python code block.")
 
 
@@ -34,6 +35,6 @@ def demo(ttft: float, tps: float, jitter: float, seed: int) -> None:
         click.echo(f"  {name:<26}{s:>9.3f}s{e:>9.3f}s")
     click.echo(f"  same output: {'yes' if serial.stdout == eager.stdout else 'NO'}; "
                f"end-to-end eager/serial = {eager.e2e_s / serial.e2e_s:.2f}")
-    click.secho(f"\n=== a real model on this machine: SmolLM2-135M-Instruct (llama.cpp) ===\n{DEMO_PROMPT}", bold=True)
+    click.secho(f"\n=== a real model on this machine (the local one, llama.cpp) ===\n{DEMO_PROMPT}", bold=True)
     with model(load_settings(), always=True) as settings, stack(settings) as ready:
         solve(ready, Gate.EAGER, as_json=False, prompt=DEMO_PROMPT, repairs=DEMO_REPAIRS, model=None)

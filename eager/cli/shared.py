@@ -68,8 +68,8 @@ def model(settings: Settings, always: bool = False) -> Iterator[Settings]:
     """With no model configured, or `always`, the bundled local model serves this run (`local_model`)."""
     from eager import local_model
 
-    def announce(base_url: str) -> None:
-        click.echo(f"(serving the bundled SmolLM2-135M-Instruct with llama.cpp at {base_url})", err=True)
+    def announce(base_url: str, served: local_model.LocalModel) -> None:
+        click.echo(f"(serving the local model {served.title} with llama.cpp at {base_url})", err=True)
 
     try:
         with local_model.unless_configured(settings, always, announce) as configured:

@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configured = Settings.from_env()
     with contextlib.ExitStack() as stack:
-        # live: the configured endpoint, else the bundled SmolLM2-135M (it seldom follows the agent's format,
-        # which is what error reports and repair steps are for)
+        # live: the configured endpoint, else the local model (EAGER_LOCAL_MODEL: Qwen2.5-Coder-1.5B by default)
         settings = stack.enter_context(local_model.unless_configured(configured) if args.live
                                        else scripted(configured))
         private = settings.namespace != configured.namespace  # this run's alone: its keys go when it ends
