@@ -5,7 +5,8 @@ Each runnable code block of the answer becomes one call of the request's first t
 JSON arguments `{"<argument>": code}` cut into token-sized pieces that split escapes anywhere; for a custom tool,
 the code itself). A block fenced as ```` ```tool:NAME ```` is a call of tool NAME with the block as its arguments,
 verbatim: another tool an agent offers, or arguments no encoder would write (never closed, a key twice).
-The prose is left out: a model that calls a tool ends its turn with the call.
+The prose is left out: a model that calls a tool ends its turn with the call. A request's token limit
+(`max_tokens`, `max_output_tokens`) cuts the calls there, as a model's limit cuts them mid-call.
 """
 
 from __future__ import annotations
@@ -124,6 +125,20 @@ def responses_slots(answer: str, tool: RequestedTool, response: dict[str, Any],
                  "response": {**response, "status": "completed", "output": done_items, "usage": usage}}
     slots.append([completed] if slots else [head, completed])
     return slots
+
+
+def chat_limit_reached(frame: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chat end when the token limit cut the answer: `finish_reason: "length"`."""
+    return [{**frame, "choices": [{"index": 0, "delta": {}, "finish_reason": "length", "logprobs": None}]}]
+
+
+def limit_reached(slots: list[list[dict[str, Any]]], response: dict[str, Any],
+                  usage: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Responses end when the token limit cut the answer after `slots`: `response.incomplete`."""
+    sequence = max((event["sequence_number"] for events in slots for event in events), default=0) + 1
+    return [{"type": "response.incomplete", "sequence_number": sequence,
+             "response": {**response, "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"},
+                          "output": [], "usage": usage}}]
 
 
 def responses_turn(body: dict[str, Any]) -> int:

@@ -19,6 +19,7 @@ from eager.client import Client
 from eager.common.config import Settings
 from eager.common.protocol import CodeTool, DetectionEnd, SessionStatus, ToolShape
 from eager.replay import ReplayServer, SpeedProfile
+from eager.replay_tools import code_pieces
 from tests.conftest import ReplayStacks, private_namespace
 from tests.e2e.test_repair import FAILING, FIXING, TASK
 from tests.helpers import collect, python_outcome
@@ -35,6 +36,7 @@ TWO_CALLS_AND_A_SEARCH = (f"First the string:\n\n```python\n{FIRST}```\n\n```too
 TAIL = "".join(f"step_{i} = {i}\\n" for i in range(40))
 NEVER_CLOSED = ("```python\nprint('before')\n```\n```tool:python\n"
                 f"{{\"code\": \"print('ran')\\n{TAIL}print('cut, never run\n```\n")
+CUT_BY_THE_LIMIT = f"```python\nprint('before')\n{TAIL.replace(chr(92) + 'n', chr(10))}print('after')\n```\n"
 KEY_TWICE = (f"```tool:python\n{{\"code\": \"print('streamed')\\n{TAIL}\", "
              "\"code\": \"print('restated')\\n\"}\n```\n")
 
@@ -42,7 +44,7 @@ KEY_TWICE = (f"```tool:python\n{{\"code\": \"print('streamed')\\n{TAIL}\", "
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, ReplayServer]]:
     answers = {"program": TWO_CALLS_AND_A_SEARCH, "fixer": [FAILING, FIXING], "never-closed": NEVER_CLOSED,
-               "key-twice": KEY_TWICE}
+               "key-twice": KEY_TWICE, "cut-by-the-limit": CUT_BY_THE_LIMIT}
     with contextlib.ExitStack() as started:
         stacks = ReplayStacks(started.enter_context(private_namespace()), tmp_path_factory.mktemp("tools"))
         started.callback(stacks.stop)
@@ -111,3 +113,14 @@ def test_arguments_that_never_close_or_differ_when_complete_end_the_session_clea
         _, summary = collect(client.submit(messages=TASK, model=model, tool=CodeTool(shape=shape)))
     assert summary.status is SessionStatus.MODEL_ERROR and why in summary.detail
     assert summary.stdout == stdout  # what was final ran; the rest did not
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_call_the_token_limit_cuts_ends_clearly_and_its_last_statement_does_not_run(stack, shape):
+    settings, _ = stack
+    tool = CodeTool(shape=shape)
+    limit = len(code_pieces(CUT_BY_THE_LIMIT, tool)) // 2  # inside the steps: `step_19 = 1` may be `step_19 = 19`
+    with Client(settings) as client:
+        _, summary = collect(client.submit(messages=TASK, model="cut-by-the-limit", tool=tool, max_tokens=limit))
+    assert summary.status is SessionStatus.MODEL_ERROR and "token limit inside the call" in summary.detail
+    assert summary.stdout == "before\n"
