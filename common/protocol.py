@@ -245,6 +245,12 @@ def _is_content(content: Any) -> bool:
         for part in content)
 
 
+def _calls_only(message: dict[str, Any]) -> bool:
+    """An assistant message that only calls tools: its content is null, as the chat API writes it."""
+    return (message.get("role") == "assistant" and message.get("content") is None
+            and isinstance(message.get("tool_calls"), list) and bool(message["tool_calls"]))
+
+
 class ToolShape(StrEnum):
     """How the model is asked for code through a tool, and how its call streams back."""
 
@@ -337,10 +343,12 @@ class SessionRequest(_Deadlined, Message):
         if self.messages is not None and (
             not isinstance(self.messages, list)
             or not self.messages
-            or not all(isinstance(m, dict) and _is_content(m.get("content")) and m.get("role") for m in self.messages)
+            or not all(isinstance(m, dict) and m.get("role") and (_is_content(m.get("content")) or _calls_only(m))
+                       for m in self.messages)
         ):
             raise ProtocolError("`messages` must be a non-empty list of {role, content} objects, each content a "
-                                "string or a list of OpenAI content parts (text, image_url)")
+                                "string or a list of OpenAI content parts (text, image_url), or null in an "
+                                "assistant message with `tool_calls`")
         if not self.model:
             raise ProtocolError("a request needs a model name")
         object.__setattr__(self, "gate", Gate(self.gate))

@@ -1,8 +1,8 @@
 """Eager: run LLM-written Python while the model is still writing it.
 
 Everything a user needs is here: submit sessions with `Client` (or `AsyncClient`), read their events
-(`SessionEvent`, ending with a `Summary` whose `status` is a `SessionStatus`), hold a `Conversation`, and
-catch `EagerError` for anything Eager raises on purpose.
+(`SessionEvent`, ending with a `Summary` whose `status` is a `SessionStatus`), hold a `Conversation`, ask
+for the code as a `CodeTool`'s calls, and catch `EagerError` for anything Eager raises on purpose.
 
 The names load on first use: the stages' own modules live under this package too, and a stage process (or
 the sandbox's host code) importing one of them must not pay for the client, RQ and redis it does not use.
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         BatchStarted,
         ChunkReady,
         CodeInvalid,
+        CodeTool,
         Delta,
         DetectionEnd,
         ExecutionError,
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
         SessionStarted,
         SessionStatus,
         Summary,
+        ToolCall,
+        ToolShape,
     )
     from eager.aio import AsyncClient, AsyncConversation, AsyncSession
     from eager.client import Client, ClientClosed, Conversation, ConversationClosed, Overloaded, Session
@@ -42,9 +45,10 @@ if TYPE_CHECKING:
 _HOMES = {
     "eager.common.config": ("Settings",),
     "eager.common.errors": ("EagerError",),
-    "eager.common.protocol": ("BatchFinished", "BatchStarted", "ChunkReady", "CodeInvalid", "Delta", "DetectionEnd",
-                        "ExecutionError", "Figure", "Gate", "GateDecision", "GenerationEnd", "Output",
-                        "ProtocolError", "SessionEvent", "SessionStarted", "SessionStatus", "Summary"),
+    "eager.common.protocol": ("BatchFinished", "BatchStarted", "ChunkReady", "CodeInvalid", "CodeTool", "Delta",
+                        "DetectionEnd", "ExecutionError", "Figure", "Gate", "GateDecision", "GenerationEnd", "Output",
+                        "ProtocolError", "SessionEvent", "SessionStarted", "SessionStatus", "Summary", "ToolCall",
+                        "ToolShape"),
     "eager.aio": ("AsyncClient", "AsyncConversation", "AsyncSession"),
     "eager.client": ("Client", "ClientClosed", "Conversation", "ConversationClosed", "Overloaded", "Session"),
     "eager.repair": ("RepairReport",),

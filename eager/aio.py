@@ -131,7 +131,7 @@ class AsyncClient:
                 except ConversationClosed as exc:
                     loop.interrupted(str(exc))
                     break
-                record = loop.record(session.id)
+                record = loop.record(session.id, session.request.tool)
                 try:
                     async for event in session.events():
                         record.receive(event)

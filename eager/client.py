@@ -190,13 +190,14 @@ class Client:
         self._conversations.add(conversation)
         return conversation
 
-    def solve(self, *, messages: list[dict[str, str]], repairs: int = 2, setup: str | None = None,
+    def solve(self, *, messages: list[dict[str, Any]], repairs: int = 2, setup: str | None = None,
               on_event: Callable[[int, Message], None] | None = None, write_feedback: repair.Feedback = repair.feedback,
               **request: Unpack[TurnOptions]) -> repair.RepairReport:
         """Run a coding task until its program works: when a turn's code fails (early error interruption stops
         the model at the error), the error, the code that ran and the partial answer go back to the model as
         the next turn, up to `repairs` times, all in one interpreter. `on_event(turn, event)` sees every event;
-        `request` takes `Client.conversation`'s model, gate and limits."""
+        `request` takes `Client.conversation`'s model, gate, limits and code `tool`: with a tool, the feedback
+        goes back as the results of the model's tool calls, in the shape its API expects."""
         loop = repair.Loop(messages, repairs, write_feedback)
         with self.conversation(max_turns=loop.max_turns, setup=setup, **request) as conversation:
             while (turn := loop.next_turn()) is not None:
@@ -205,7 +206,7 @@ class Client:
                 except ConversationClosed as exc:
                     loop.interrupted(str(exc))
                     break
-                record = loop.record(session.id)
+                record = loop.record(session.id, session.request.tool)
                 try:
                     for event in session.events():
                         record.receive(event)

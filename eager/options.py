@@ -15,7 +15,8 @@ class TurnOptions(TypedDict, total=False):
     """The model and limits of one turn (a conversation's defaults for its turns).
 
     `gate` defaults to `Gate.EAGER` and `model` to the configured one; `timeout_s` limits the session's wall
-    time, generation included (at most `EAGER_SESSION_TIMEOUT_S`)."""
+    time, generation included (at most `EAGER_SESSION_TIMEOUT_S`); `tool`: the code comes as calls of this tool
+    (`CodeTool`, or {name, argument, shape}), not in markdown."""
 
     model: str | None
     gate: Gate | str
@@ -23,20 +24,19 @@ class TurnOptions(TypedDict, total=False):
     temperature: float | None
     stop: list[str] | None
     timeout_s: float | None
+    tool: CodeTool | dict[str, str] | None
 
 
 class SessionOptions(TurnOptions, total=False):
     """What to ask (`messages` for a chat model, or a completion `prompt`) and how to run it.
 
     `batch_chunks` and `batch_wait_ms` tune the `batch` gate for this session (default: the executor's
-    settings); `tool`: the code comes as calls of this tool (`CodeTool`, or {name, argument, shape}), not in
-    markdown."""
+    settings)."""
 
     messages: list[dict[str, Any]] | None
     prompt: str | None
     batch_chunks: int | None
     batch_wait_ms: int | None
-    tool: CodeTool | dict[str, str] | None
 
 
 class ConversationOptions(TurnOptions, total=False):

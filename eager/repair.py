@@ -4,7 +4,8 @@ Plain data in, plain data out (events of a session in, the next turn's messages 
 so every rule is tested without a stack; `eager.client.Client.solve` does the I/O. When early error
 interruption stops a session, the model gets back what a developer would look at: the error, the
 code that ran up to it, the output so far, and whether the interpreter still holds what that code
-defined (the next turn runs in the same one).
+defined (the next turn runs in the same one). A turn whose code came as tool calls gets it back as
+those calls' results (`eager.tool_results`), not as a user message.
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ from typing import Any
 from eager.common.protocol import (
     BatchStarted,
     ChunkReady,
+    CodeTool,
     Delta,
+    DetectionEnd,
     Message,
     Output,
     SessionStarted,
     SessionStatus,
     Summary,
+    ToolCall,
 )
 from eager.executor_pool._runner import program_file, program_filename
+from eager.tool_results import tool_messages
 
 # What the program did wrong, so another answer may do better. The rest are the model's or the
 # system's failures (model_error, failed, rejected, cancelled): asking the model again does not help.
@@ -58,8 +63,11 @@ def repairable(summary: Summary) -> bool:
 
 @dataclass
 class TurnRecord:
-    """One turn as its events told it; feed every event of the session, in order."""
+    """One turn as its events told it; feed every event of the session, in order. `tool`: the session's code
+    tool (`SessionRequest.tool`), when its code came as that tool's calls."""
 
+    tool: CodeTool | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)  # the model's calls, as generation reported them
     answer: str = ""
     chunks: dict[int, ChunkReady] = field(default_factory=dict)
     ran_through: int = -1  # the last chunk seq a batch started with
@@ -80,6 +88,8 @@ class TurnRecord:
             self.started = message
         elif isinstance(message, Summary):
             self.summary = message
+        elif isinstance(message, DetectionEnd):
+            self.tool_calls = message.generation.tool_calls
 
     def _ran(self) -> list[ChunkReady]:
         """The statements the interpreter ran, the failing one included, in program order: those of the batches
@@ -106,11 +116,12 @@ def _fenced(text: str, language: str = "") -> str:
     return f"{fence}{language}\n{text}{'' if text.endswith(chr(10)) else chr(10)}{fence}"
 
 
-def _what_went_wrong(summary: Summary) -> str:
+def _what_went_wrong(summary: Summary, tool: CodeTool | None) -> str:
     error = summary.error or {}
     where = f" at line {error['line']}" if error.get("line") else ""
     if summary.status is SessionStatus.NO_CODE:
-        return "Your answer had no ```python code block, so nothing ran."
+        return (f"Your answer did not call the `{tool.name}` tool, so nothing ran." if tool else
+                "Your answer had no ```python code block, so nothing ran.")
     if summary.status in (SessionStatus.ERROR, SessionStatus.SYNTAX_ERROR, SessionStatus.EXITED) and error:
         text = f"Your program stopped with {error.get('type')}{where}: {error.get('message')}"
         traceback = "\n".join(str(error.get("traceback") or "").strip().splitlines()[-TRACEBACK_TAIL_LINES:])
@@ -121,7 +132,8 @@ def _what_went_wrong(summary: Summary) -> str:
 def feedback(record: TurnRecord) -> str:
     """The next user turn: what went wrong, what ran, what it printed, and what the interpreter still holds."""
     assert record.summary is not None
-    parts = [_what_went_wrong(record.summary)]
+    parts = [_what_went_wrong(record.summary, record.tool)]
+    next_code = f"your next `{record.tool.name}` call" if record.tool else "your next code block"
     if record.code_that_ran:
         first, last = record.lines_that_ran or (0, 0)
         parts.append(f"These lines of your code ran (lines {first}-{last}), the last one failing:\n\n"
@@ -131,19 +143,25 @@ def feedback(record: TurnRecord) -> str:
         cut = "the last part of " if len(tail) < len(record.output) else ""
         parts.append(f"Output so far ({cut}what it printed):\n\n{_fenced(tail)}")
     if record.summary.interpreter_kept and record.code_that_ran:
-        parts.append("The interpreter is still running: the names those lines defined still exist, and your next "
-                     "code block runs in the same interpreter, after them.")
+        parts.append("The interpreter is still running: the names those lines defined still exist, and "
+                     f"{next_code} runs in the same interpreter, after them.")
     elif record.code_that_ran:
         parts.append("The interpreter was restarted: nothing those lines defined exists any more.")
-    parts.append("Answer with one ```python code block that fixes this and completes the task.")
+    parts.append(f"Call `{record.tool.name}` with code that fixes this and completes the task." if record.tool else
+                 "Answer with one ```python code block that fixes this and completes the task.")
     return "\n\n".join(parts)
 
 
 Feedback = Callable[[TurnRecord], str]
 
 
-def next_messages(messages: list[dict[str, str]], record: TurnRecord, write: Feedback = feedback) -> list[dict[str, str]]:
-    """The conversation so far, the model's (possibly cut) answer, and the feedback as the next user turn."""
+def next_messages(messages: list[dict[str, Any]], record: TurnRecord, write: Feedback = feedback) -> list[dict[str, Any]]:
+    """The conversation so far, the model's (possibly cut) answer, and the feedback: as the next user turn, or,
+    when the model called tools, as the results of its calls."""
+    if record.tool is not None and record.tool_calls:
+        assert record.summary is not None
+        line = failing_statement_line(record.summary.error, record.summary.turn) if record.summary.error else None
+        return [*messages, *tool_messages(record.tool_calls, record.tool, line, write(record))]
     return [*messages, {"role": "assistant", "content": record.answer}, {"role": "user", "content": write(record)}]
 
 
@@ -253,7 +271,7 @@ class Loop:
     """The repair loop's decisions without its I/O, for the sync and the asyncio client alike: what the next
     turn sends (None: stop), a record for each turn's events, and the report."""
 
-    def __init__(self, messages: list[dict[str, str]], repairs: int, write_feedback: Feedback = feedback) -> None:
+    def __init__(self, messages: list[dict[str, Any]], repairs: int, write_feedback: Feedback = feedback) -> None:
         self.max_turns = repairs + 1
         self._messages = messages
         self._write = write_feedback
@@ -265,7 +283,7 @@ class Loop:
         """Turns started so far: the number of the turn being read."""
         return len(self._records)
 
-    def next_turn(self) -> list[dict[str, str]] | None:
+    def next_turn(self) -> list[dict[str, Any]] | None:
         """The messages of the next turn, or None when the last one succeeded, cannot be repaired, was the
         last allowed, or could not be sent."""
         if self._interrupted is not None:
@@ -279,9 +297,10 @@ class Loop:
         self._messages = next_messages(self._messages, last, self._write)
         return self._messages
 
-    def record(self, session_id: str) -> TurnRecord:
-        """The record to feed the new turn's events to."""
-        record = TurnRecord()
+    def record(self, session_id: str, tool: CodeTool | None = None) -> TurnRecord:
+        """The record to feed the new turn's events to; `tool`: the turn's code tool (its feedback goes back as
+        the results of the model's calls)."""
+        record = TurnRecord(tool=tool)
         self._records.append((session_id, record))
         return record
 

@@ -400,10 +400,14 @@ async def _completion(request: web.Request, chat: bool, responses: bool = False)
             tail.append({"id": rid, "object": obj, "created": created, "model": model, "choices": [], "usage": usage})
     else:
         frame = {"id": rid, "object": obj, "created": created, "model": model, **({"usage": None} if include_usage else {})}
-        slots = (replay_tools.responses_slots(text, tool, {"id": rid, "object": "response", "created_at": created,
-                                                           "model": model}, usage) if responses
+        response = {"id": rid, "object": "response", "created_at": created, "model": model}
+        slots = (replay_tools.responses_slots(text, tool, response, usage) if responses
                  else replay_tools.chat_slots(text, tool, frame))
         tail = slots.pop()
+        limit = body.get("max_output_tokens" if responses else "max_tokens")
+        if type(limit) is int and 0 < limit < len(slots):
+            slots = slots[:limit]
+            tail = replay_tools.limit_reached(slots, response, usage) if responses else replay_tools.chat_limit_reached(frame)
         if include_usage and not responses:
             tail.append({**frame, "choices": [], "usage": usage})
         offsets = schedule_offsets(len(slots), state.profile)

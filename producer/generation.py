@@ -73,7 +73,8 @@ class Generation:
             cancel_task.cancel()
         calls = []
         if self.tool_calls is not None:
-            calls, tool_error = self.tool_calls.finish(cut=self.finish_reason is FinishReason.CANCELLED or error is not None)
+            calls, tool_error = self.tool_calls.finish(cut=self.finish_reason is FinishReason.CANCELLED or error is not None,
+                                                       limit=self.finish_reason is FinishReason.LENGTH)
             error = error or tool_error
         if error is not None:
             self.finish_reason = FinishReason.ERROR
@@ -202,6 +203,9 @@ class Generation:
             return self.tool_calls.start(event.output_index, event.item.name, event.item.call_id)
         elif kind in ("response.function_call_arguments.delta", "response.custom_tool_call_input.delta"):
             return self.tool_calls.piece(event.output_index, event.delta)
+        elif kind == "response.output_item.done" and event.item.type in ("function_call", "custom_tool_call"):
+            item = event.item
+            self.tool_calls.complete(event.output_index, item.arguments if item.type == "function_call" else item.input)
         elif kind == "error":
             raise openai.OpenAIError(f"the model stream reported an error: {event.message}")
         return ""

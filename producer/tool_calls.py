@@ -58,9 +58,28 @@ class ToolCallStream:
             code += self._code(current.decoder.feed(arguments))
         return code
 
-    def finish(self, cut: bool) -> tuple[list[ToolCall], str | None]:
+    def complete(self, key: int, text: str) -> None:
+        """The call at `key` as the API restates it when it is done (Responses `output_item.done`): a code call's
+        pieces must be exactly that text, or what ran is not what the model called with."""
+        call = next((c for c in reversed(self._calls) if c.key == key), None)
+        if call is None or call.decoder is None:
+            return
+        streamed = "".join(call.parts)
+        if streamed != text:
+            raise ToolArgumentsError(f"the call's complete {'input' if self.tool.shape is ToolShape.CUSTOM else 'arguments'}"
+                                     f" ({len(text)} characters) differ from the pieces streamed ({len(streamed)} "
+                                     "characters), which ran")
+
+    def finish(self, cut: bool, limit: bool = False) -> tuple[list[ToolCall], str | None]:
         """Every call for the report, and the first error: a code call whose complete arguments are not
-        the code that ran. `cut`: generation was cancelled, so an unfinished last call is expected."""
+        the code that ran. `cut`: generation was cancelled, so an unfinished last call is expected.
+        `limit`: the model stopped at its token limit, so a code call it was writing may be cut anywhere,
+        even where its code still parses (a custom tool's input has no closing quote to tell)."""
+        last = self._calls[-1] if self._calls else None
+        if limit and not cut and last is not None and last.decoder is not None and (
+                isinstance(last.decoder, RawInput) or not last.decoder.closed):
+            return self._report(), (f"tool call {last.index} ({last.name}): the model reached its token limit "
+                                    "inside the call: its code may be cut, so its last statement did not run")
         error = None
         for call in self._calls:
             if call.decoder is None or error is not None or (cut and call is self._calls[-1]):
@@ -69,8 +88,11 @@ class ToolCallStream:
                 call.decoder.finish()
             except ToolArgumentsError as exc:
                 error = f"tool call {call.index} ({call.name}): {exc}"
+        return self._report(), error
+
+    def _report(self) -> list[ToolCall]:
         return [ToolCall(c.index, c.name or "", "".join(c.parts), c.call_id, c.decoder is not None)
-                for c in self._calls], error
+                for c in self._calls]
 
     def _name(self, call: _Call, name: str | None) -> str:
         """Name the call; a call of the code tool starts decoding (and, after earlier code, a new line)."""

@@ -39,12 +39,12 @@ def responses_input(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if message.get("content"):
             items.append({"role": message["role"], "content": message["content"]})
         for call in message.get("tool_calls") or ():
-            function = call["function"]
-            kinds[call["id"]] = "custom_tool_call" if call.get("type") == "custom" else "function_call"
-            if call.get("type") == "custom":
-                items.append({"type": "custom_tool_call", "call_id": call["id"], "name": function["name"],
-                              "input": function["arguments"]})
+            if call.get("type") == "custom":  # chat's form of a custom tool call: {"custom": {name, input}}
+                kinds[call["id"]] = "custom_tool_call"
+                items.append({"type": "custom_tool_call", "call_id": call["id"], "name": call["custom"]["name"],
+                              "input": call["custom"]["input"]})
             else:
-                items.append({"type": "function_call", "call_id": call["id"], "name": function["name"],
-                              "arguments": function["arguments"]})
+                kinds[call["id"]] = "function_call"
+                items.append({"type": "function_call", "call_id": call["id"], "name": call["function"]["name"],
+                              "arguments": call["function"]["arguments"]})
     return items

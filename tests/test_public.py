@@ -12,7 +12,7 @@ from eager.common.config import Settings
 
 def test_import_eager_gives_the_client_the_events_and_the_errors() -> None:
     for name in ("Client", "AsyncClient", "Session", "Conversation", "Settings", "SessionEvent", "SessionStatus",
-                 "Gate", "Summary", "EagerError"):
+                 "Gate", "Summary", "EagerError", "CodeTool", "ToolShape"):
         assert name in eager.__all__ and hasattr(eager, name)
     assert eager.Summary in typing.get_args(eager.SessionEvent)
     assert all(issubclass(getattr(eager, name), eager.EagerError) for name in eager.__all__

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eager.common.config import Settings
-from eager.common.protocol import Gate
+from eager.common.protocol import CodeTool, Gate
 from eager.bench import harness, plots, report
 from eager.bench.measure import Run
 from eager.bench.profiles import PROFILES
@@ -26,6 +26,7 @@ class Plan:
     profiles: list[str]
     gates: list[Gate]
     skipped: dict[str, set[str]]  # task id -> packages the interpreter lacks
+    tool: CodeTool | None = None  # the answers stream as this code tool's calls, not as markdown
 
     @property
     def runs(self) -> int:
@@ -40,7 +41,7 @@ def interpreter_for(settings: Settings) -> Settings:
 
 
 def plan(settings: Settings, suites: Sequence[str], profiles: Sequence[str], gates: Sequence[Gate],
-         per_suite: int | None, quick: bool) -> Plan:
+         per_suite: int | None, quick: bool, tool: CodeTool | None = None) -> Plan:
     """Serial comes first among the gates: the others are measured against it."""
     tasks: list[Task] = []
     for suite in suites:
@@ -50,13 +51,13 @@ def plan(settings: Settings, suites: Sequence[str], profiles: Sequence[str], gat
     skipped = {task.id: set(task.needs) - available for task in tasks if set(task.needs) - available}
     chosen_profiles = [p for p in profiles if not quick or p in QUICK_PROFILES]
     ordered_gates = sorted(set(gates), key=lambda gate: (gate is not Gate.SERIAL, gate.value))
-    return Plan([task for task in tasks if task.id not in skipped], chosen_profiles, ordered_gates, skipped)
+    return Plan([task for task in tasks if task.id not in skipped], chosen_profiles, ordered_gates, skipped, tool)
 
 
 def run(settings: Settings, chosen: Plan, on_run: Callable[[Run], None]) -> list[Run]:
     runs: list[Run] = []
     for name in chosen.profiles:
-        runs += harness.run_profile(settings, PROFILES[name], chosen.tasks, chosen.gates, on_run)
+        runs += harness.run_profile(settings, PROFILES[name], chosen.tasks, chosen.gates, on_run, chosen.tool)
     return runs
 
 

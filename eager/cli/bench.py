@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from eager.common.config import Settings
-from eager.common.protocol import Gate
+from eager.common.protocol import CodeTool, Gate, ToolShape
 from eager.cli.shared import exit_on_sigterm, load_settings
 
 
@@ -26,6 +26,9 @@ from eager.cli.shared import exit_on_sigterm, load_settings
 @click.option("--quick", is_flag=True, help="3 ds1000 tasks and 1 humaneval task, profiles api-fast and served-mid")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/results"),
               show_default=True)
+@click.option("--tool-api", "tool_api", type=click.Choice([s.value for s in ToolShape]),
+              help="stream each answer's code as calls of a `python` tool (its `code` argument) in this API shape "
+              "(chat tool_calls, Responses function calls, Responses custom tool input) instead of markdown")
 @click.option("--repair", type=click.IntRange(1), is_flag=False, flag_value=1, default=None, metavar="[N]",
               help="the repair loop instead: each answer broken part way, then repaired; time until a working "
               "program, serial and eager (no --gate); writes repair.md and repair.json. With --live: up to N "
@@ -36,13 +39,15 @@ from eager.cli.shared import exit_on_sigterm, load_settings
 @click.option("--budget", type=click.FloatRange(0, min_open=True), default=120.0, show_default=True,
               help="--live --repair: the wall-clock budget a task's repair loop counts as success within, seconds")
 def bench(suites: tuple[str, ...], profiles: tuple[str, ...], gates: tuple[str, ...], per_suite: int | None,
-          quick: bool, out: Path, repair: int | None, live: bool, budget: float) -> None:
+          quick: bool, out: Path, tool_api: str | None, repair: int | None, live: bool, budget: float) -> None:
     """Replay benchmark answers through the stack under each speed profile and gate; report vs serial and ideal."""
     from eager.bench import suite
 
     exit_on_sigterm()
     settings = suite.interpreter_for(load_settings())
     source = click.get_current_context().get_parameter_source
+    if tool_api is not None and (live or repair):
+        raise click.UsageError("--live and --repair ask for markdown answers: no --tool-api")
     if live:
         if source("gates") is not click.core.ParameterSource.DEFAULT or source("profiles") is not click.core.ParameterSource.DEFAULT:
             raise click.UsageError("--live runs serial and eager at the model's own speed: no --gate or --profile")
@@ -57,7 +62,8 @@ def bench(suites: tuple[str, ...], profiles: tuple[str, ...], gates: tuple[str, 
             raise click.UsageError("--repair always runs the serial and eager gates: no --gate")
         _bench_repair(settings, suites, profiles, per_suite, quick, out)
         return
-    chosen = suite.plan(settings, suites, profiles, [Gate(g) for g in {"serial", *gates}], per_suite, quick)
+    tool = None if tool_api is None else CodeTool(shape=ToolShape(tool_api))
+    chosen = suite.plan(settings, suites, profiles, [Gate(g) for g in {"serial", *gates}], per_suite, quick, tool)
     for task_id, missing in sorted(chosen.skipped.items()):
         click.echo(f"skipped {task_id}: the interpreter lacks {', '.join(sorted(missing))} "
                    "(deploy/setup.sh --bench installs them)", err=True)

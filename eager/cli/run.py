@@ -19,11 +19,11 @@ from eager.visible import visible
 
 
 def solve(settings: Settings, gate: Gate, as_json: bool, prompt: str, repairs: int, model: str | None,
-          timeout_s: float | None = None, figures: Path = Path(DEFAULT_FIGURES)) -> bool:
+          timeout_s: float | None = None, figures: Path = Path(DEFAULT_FIGURES), tool: CodeTool | None = None) -> bool:
     """The repair loop with every event shown; prints the per-turn report and returns whether it succeeded."""
     with Client(settings) as client:
         report = client.solve(messages=[{"role": "user", "content": prompt}], repairs=repairs, model=model, gate=gate,
-                              timeout_s=timeout_s, on_event=shower(as_json, figures))
+                              timeout_s=timeout_s, tool=tool, on_event=shower(as_json, figures))
     if as_json:
         click.echo(json.dumps(report.to_json()))
     else:
@@ -93,14 +93,14 @@ def run(prompt: str | None, replay_files: tuple[Path, ...], repairs: int, gate: 
         tool = None if tool_spec is None else CodeTool.parse(tool_spec, tool_api)
     except ProtocolError as exc:
         raise click.UsageError(f"--tool: {exc}") from exc
-    if tool is not None and (raw or repairs):
-        raise click.UsageError("--tool asks a chat model for one session: no --raw or --repair")
+    if tool is not None and raw:
+        raise click.UsageError("--tool asks a chat model: no --raw")
     exit_on_sigterm()
     with replay([read_answer(path) for path in replay_files], ttft, tps, jitter, seed) as settings, \
             stack(settings) as ready:
         try:
             if repairs:
-                ok = solve(ready, Gate(gate), as_json, prompt or REPLAY_PROMPT, repairs, model, timeout_s, figures)
+                ok = solve(ready, Gate(gate), as_json, prompt or REPLAY_PROMPT, repairs, model, timeout_s, figures, tool)
             else:
                 ok = run_one(ready, Gate(gate), as_json, prompt or REPLAY_PROMPT, raw, model=model,
                              timeout_s=timeout_s, batch_chunks=batch_chunks, batch_wait_ms=batch_wait_ms,

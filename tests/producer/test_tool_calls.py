@@ -73,3 +73,25 @@ def test_custom_tool_input_is_the_code() -> None:
     assert stream.piece(3, "print(1)") + stream.piece(3, "\n") == "print(1)\n"
     assert stream.finish(cut=False) == ([stream.finish(cut=False)[0][0]], None)
     assert stream.finish(cut=False)[0][0].arguments == "print(1)\n"
+
+
+def test_a_restated_call_that_differs_from_its_pieces_is_an_error() -> None:
+    stream = ToolCallStream(CodeTool(shape=ToolShape.RESPONSES))
+    stream.start(0, "python", "call_0")
+    stream.piece(0, '{"code": "print(1)\\n"}')
+    stream.complete(0, '{"code": "print(1)\\n"}')
+    with pytest.raises(ToolArgumentsError, match="differ from the pieces streamed"):
+        stream.complete(0, '{"code": "print(2)\\n"}')
+
+
+@pytest.mark.parametrize("shape", list(ToolShape))
+def test_the_token_limit_inside_a_code_call_is_an_error_and_after_its_code_closed_it_is_not(shape: ToolShape) -> None:
+    cut_call = ToolCallStream(CodeTool(shape=shape))
+    cut_call.start(0, "python", "call_0")
+    cut_call.piece(0, "x = 12" if shape is ToolShape.CUSTOM else '{"code": "x = 12')
+    assert "token limit inside the call" in (cut_call.finish(cut=False, limit=True)[1] or "")
+    if shape is not ToolShape.CUSTOM:
+        closed = ToolCallStream(CodeTool(shape=shape))
+        closed.start(0, "python", "call_0")
+        closed.piece(0, '{"code": "x = 12"}')
+        assert closed.finish(cut=False, limit=True)[1] is None
