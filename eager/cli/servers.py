@@ -1,4 +1,4 @@
-"""The model servers: the bundled local model, and a replay model serving recorded answers."""
+"""The model servers: the local model, and a replay model serving recorded answers."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def replay(answers: list[str], ttft: float, tps: float, jitter: float, seed: int
 
 @contextlib.contextmanager
 def model(settings: Settings, always: bool = False) -> Iterator[Settings]:
-    """With no model configured, or `always`, the bundled local model serves this run (`local_model`)."""
+    """With no model configured, or `always`, the local model (EAGER_LOCAL_MODEL) serves this run (`local_model`)."""
     from eager import local_model
 
     def announce(base_url: str, served: local_model.LocalModel) -> None:

@@ -1,7 +1,7 @@
 """smolagents' CodeAgent with its steps run by Eager (needs the `smolagents` extra: pip install -e '.[smolagents]').
 
     python -m eager.examples.smolagents_agent                # a replayed model scripts the agent's two steps
-    python -m eager.examples.smolagents_agent --live "TASK"  # the configured model, else the bundled local one
+    python -m eager.examples.smolagents_agent --live "TASK"  # the configured model, else the local one
 
 Each step's code runs while the model is still writing it, in one sandboxed interpreter that lives across the
 agent's steps: the scripted step 2 answers from the names step 1 defined. A table of what each step cost follows.
