@@ -135,6 +135,7 @@ class Watch:
     cadence: Cadence = field(default_factory=lambda: Cadence(0))
     seen: bool = False
     _held_ns: int | None = None  # the last time it was seen held
+    _excused_until_ns: int = 0
 
     @classmethod
     def upstream(cls, since_ns: int, lease_s: float, taken_over: bool = False) -> Watch:
@@ -146,9 +147,16 @@ class Watch:
         """The holder showed itself another way (its output arrived): from now on only a lapse counts."""
         self.seen, self._held_ns = True, now_ns
 
+    def excuse(self, until_ns: int) -> None:
+        """A missing lease does not count before `until_ns`: the watcher's Redis was away, and may be back without
+        the lease (a restart without persistence loses every key), which a living holder renews within that time."""
+        self._excused_until_ns = max(self._excused_until_ns, until_ns)
+
     def lost(self, held_now: bool, now_ns: int) -> bool:
         if held_now:
             self.confirm(now_ns)
+            return False
+        if now_ns < self._excused_until_ns:
             return False
         if self.seen:
             return self._held_ns is None or now_ns - self._held_ns >= self.takeover_s * 1e9

@@ -25,7 +25,7 @@ from enum import Enum
 
 from eager.common.config import Settings
 from eager.common.connection import MAX_BLOCK_MS
-from eager.common.lease import RENEWALS_PER_PERIOD, Watch
+from eager.common.lease import RENEWALS_PER_PERIOD, UPSTREAM_GRACE_LEASES, Watch
 from eager.common.protocol import Keys, Message, SessionRequest, SessionStatus, Summary
 
 # How long past the session timeout a reader waits for the executor's terminal event.
@@ -134,6 +134,7 @@ class SessionReader:
         self._checked_ns: int | None = None
         self._reached_ns = now_ns
         self._unreachable: str | None = None
+        self._outage: str | None = None  # what the last Redis failure was, once Redis answered again
         self._pause = False
         self._closing: _Closing | None = None
         self._abandon: Abandon | None = None
@@ -201,6 +202,9 @@ class SessionReader:
         return [standing]
 
     def _reached(self, now_ns: int) -> None:
+        if self._unreachable is not None:  # back after an outage: the executor gets time to renew a lost lease
+            self._outage = self._unreachable
+            self._executor.excuse(now_ns + int(UPSTREAM_GRACE_LEASES * self._lease_s * 1e9))
         self._reached_ns, self._unreachable = now_ns, None
 
     def _read(self, block_ms: int | None) -> Read:
@@ -219,6 +223,10 @@ class SessionReader:
         return self._abandon
 
     def _lost(self) -> str:
+        if self._outage is not None:
+            return (f"the executor's lease did not come back within {UPSTREAM_GRACE_LEASES * self._lease_s} s of "
+                    f"Redis answering again after an outage ({self._outage}): Redis lost it (a restart without "
+                    "persistence) and the executor did not renew it, or the executor died")
         if self._executor.seen:
             return (f"the executor stopped renewing its lease for {self._lease_s} s (killed or lost) before the "
                     "session ended")

@@ -271,6 +271,49 @@ def test_redis_failures_pause_then_retry_and_a_success_resets_the_give_up_clock(
     assert isinstance(abandon, Abandon) and not abandon.publish
 
 
+def test_after_redis_comes_back_a_missing_lease_gets_time_to_be_renewed_then_the_outage_is_named():
+    """A Redis restarted without persistence comes back without the executor's lease: a living executor renews it
+    within a lease period, so only its staying missing for three periods counts, and the detail says why."""
+    session = reader()
+    reading(session, T0)
+    session.failed("ConnectionError: Connection closed by server.", T0 + 1)
+    assert session.next_step(T0 + 1) == Pause(REDIS_RETRY_S)
+    back = T0 + S
+    assert isinstance(session.next_step(back), CheckLease)
+    session.lease_observed(False, back)  # back, but the lease went with Redis's data
+    late = back + int(3 * SETTINGS.lease_s * S)  # three lease periods after Redis answered again
+    excused = late - CHECK_EVERY
+    assert isinstance(session.next_step(back), Read)
+    session.received([], back)
+    assert isinstance(session.next_step(excused), CheckLease)
+    session.lease_observed(False, excused)
+    assert isinstance(session.next_step(excused), Read) and session.next_step(excused).block_ms is not None
+    session.received([], excused)
+    assert isinstance(session.next_step(late), CheckLease)
+    session.lease_observed(False, late)
+    assert session.next_step(late).block_ms is None  # now it counts: what is there is drained
+    session.received([], late)
+    abandon = session.next_step(late)
+    assert isinstance(abandon, Abandon) and abandon.summary.status is SessionStatus.FAILED
+    assert "after an outage (ConnectionError: Connection closed by server.)" in str(abandon.summary.detail)
+
+
+def test_after_redis_comes_back_a_renewed_lease_keeps_the_session_going():
+    session = reader()
+    reading(session, T0)
+    session.failed("ConnectionError: refused", T0 + 1)
+    session.next_step(T0 + 1)
+    for now in (T0 + S, T0 + 20 * S):  # missing at first, renewed later: never lost, and later lapses count again
+        assert isinstance(session.next_step(now), CheckLease)
+        session.lease_observed(now == T0 + 20 * S, now)
+        assert session.next_step(now).block_ms is not None
+        session.received([], now)
+    gone = T0 + 21 * S
+    assert isinstance(session.next_step(gone), CheckLease)
+    session.lease_observed(False, gone)
+    assert session.next_step(gone).block_ms is None
+
+
 def test_redis_unreachable_for_three_leases_ends_the_session_here_without_publishing():
     session = reader()
     reading(session, T0)
