@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 from rq import Queue, Worker
+from rq.worker import WorkerStatus
 from rq.job import JobStatus
 
 from eager.common.clock import now_ns
@@ -49,7 +50,15 @@ class PoolWorker(Worker):
             hand_off(None)
             if interpreter is not None:
                 self.pool.retire(interpreter)
-            self._after_job(job)
+            # busy until the job is observed: a warm stop (SIGTERM) that comes meanwhile is then recorded, and
+            # the loop stops before the next job, instead of RQ raising StopRequested inside the observation
+            # (which would cut it short, be swallowed with its errors, and leave the worker serving until killed)
+            state = self.get_state()
+            self.set_state(WorkerStatus.BUSY)
+            try:
+                self._after_job(job)
+            finally:
+                self.set_state(state)
 
     def _after_job(self, job: Any) -> None:
         """Observe each session the job ran (a conversation's turns too) from its streams, and end any it left
