@@ -77,6 +77,18 @@ def reading(session: SessionReader, now: int) -> Read:
     return step
 
 
+def abandoned_as_lost(session: SessionReader, now: int) -> Summary:
+    """The lease is looked at and found missing, and that counts: what is there is drained, then the session
+    abandoned as failed; its Summary."""
+    assert isinstance(session.next_step(now), CheckLease)
+    session.lease_observed(False, now)
+    assert session.next_step(now).block_ms is None  # type: ignore[union-attr]
+    session.received([], now)
+    abandon = session.next_step(now)
+    assert isinstance(abandon, Abandon) and abandon.summary.status is SessionStatus.FAILED
+    return abandon.summary
+
+
 # in_publication_order
 
 
@@ -214,13 +226,7 @@ def test_a_turn_no_executor_takes_within_its_grace_is_abandoned_as_failed():
     session.next_step(T0)
     session.received([], T0)
     late = T0 + int(3 * SETTINGS.lease_s * S) + 1
-    assert isinstance(session.next_step(late), CheckLease)
-    session.lease_observed(False, late)
-    assert session.next_step(late).block_ms is None  # type: ignore[union-attr]
-    session.received([], late)
-    abandon = session.next_step(late)
-    assert isinstance(abandon, Abandon) and abandon.summary.status is SessionStatus.FAILED
-    assert "no executor took this turn within 9.0 s" in str(abandon.summary.detail)
+    assert "no executor took this turn within 9.0 s" in str(abandoned_as_lost(session, late).detail)
 
 
 def test_a_read_never_blocks_past_the_deadline():
@@ -289,13 +295,8 @@ def test_after_redis_comes_back_a_missing_lease_gets_time_to_be_renewed_then_the
     session.lease_observed(False, excused)
     assert isinstance(session.next_step(excused), Read) and session.next_step(excused).block_ms is not None
     session.received([], excused)
-    assert isinstance(session.next_step(late), CheckLease)
-    session.lease_observed(False, late)
-    assert session.next_step(late).block_ms is None  # now it counts: what is there is drained
-    session.received([], late)
-    abandon = session.next_step(late)
-    assert isinstance(abandon, Abandon) and abandon.summary.status is SessionStatus.FAILED
-    assert "after an outage (ConnectionError: Connection closed by server.)" in str(abandon.summary.detail)
+    detail = abandoned_as_lost(session, late).detail
+    assert "after an outage (ConnectionError: Connection closed by server.)" in str(detail)
 
 
 def test_after_redis_comes_back_a_renewed_lease_keeps_the_session_going():
