@@ -66,7 +66,8 @@ class AsyncSession(BaseSession):
                 reply: Any = await redis.xread(cursors, count=step.count, block=step.block_ms)
                 return reader.received(decode_entries(reply), now_ns())
             if isinstance(step, CheckLease):
-                reader.lease_observed(bool(await redis.exists(step.key)), now_ns())
+                held = bool(await redis.exists(step.key))
+                reader.lease_observed(held, now_ns(), step.witness is None or bool(await redis.exists(step.witness)))
             elif isinstance(step, Pause):
                 await asyncio.sleep(step.seconds)
             elif step.publish:

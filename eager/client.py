@@ -142,7 +142,8 @@ class Session(BaseSession):
                 reply: Any = redis.xread(cursors, count=step.count, block=step.block_ms)
                 return reader.received(decode_entries(reply), now_ns())
             if isinstance(step, CheckLease):
-                reader.lease_observed(bool(redis.exists(step.key)), now_ns())
+                held = bool(redis.exists(step.key))
+                reader.lease_observed(held, now_ns(), step.witness is None or bool(redis.exists(step.witness)))
             elif isinstance(step, Pause):
                 time.sleep(step.seconds)
             elif step.publish:

@@ -9,7 +9,7 @@ shell that does what the reader asks (h11's sans-I/O design):
     reader = SessionReader(request, keys, settings, tokens=True, now_ns=now_ns())
     while not isinstance(step := reader.next_step(now_ns()), Done):
         Read       -> XREAD step.cursors; reader.received(entries, now) gives the messages to yield
-        CheckLease -> EXISTS step.key; reader.lease_observed(held, now)
+        CheckLease -> EXISTS step.key (and step.witness); reader.lease_observed(held, now, witness kept)
         Pause      -> sleep step.seconds
         Abandon    -> end the session with step.summary, through `end_abandoned` if step.publish;
                       reader.ended(the Summary that stands) gives it to yield
@@ -73,9 +73,12 @@ class Read:
 
 @dataclass(frozen=True, slots=True)
 class CheckLease:
-    """Whether the lease `key` exists now (the executor running the session renews it)."""
+    """Whether the lease `key` exists now (the executor running the session renews it), and whether `witness`
+    does: a stream this reader has read from, which only a Redis that lost its data is without (a restart
+    without persistence, which its clients may reconnect to without an error)."""
 
     key: str
+    witness: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,7 @@ class SessionReader:
                                                                           keys.events(session_id)]
         self._cursors = {key: "0-0" for key in self._streams}
         self._lease_key = keys.lease(session_id, "executor")
+        self._witness = keys.events(session_id)
         self._deadline_ns = request.deadline_within(settings.session_timeout_s) + int(TERMINAL_GRACE_S * 1e9)
         self._executor = Watch(request.submitted_ns, grace_s=executor_grace_s)
         self._executor_grace_s = executor_grace_s
@@ -160,7 +164,7 @@ class SessionReader:
             return self._read(None)
         if self._checked_ns is None or now_ns - self._checked_ns >= self._check_every_ns:
             self._checked_ns = now_ns
-            return CheckLease(self._lease_key)
+            return CheckLease(self._lease_key, None if self._cursors[self._witness] == "0-0" else self._witness)
         return self._read(min((self._deadline_ns - now_ns) // 1_000_000, self._check_every_ns // 1_000_000,
                               MAX_BLOCK_MS) or 1)
 
@@ -178,9 +182,12 @@ class SessionReader:
             self._abandon_for(self._closing, now_ns)
         return given
 
-    def lease_observed(self, held: bool, now_ns: int) -> None:
+    def lease_observed(self, held: bool, now_ns: int, witness_kept: bool = True) -> None:
         """A CheckLease's answer."""
         self._reached(now_ns)
+        if not witness_kept and self._outage is None:
+            self._outage = "Redis came back without this session's streams (restarted without persistence)"
+            self._executor.excuse(now_ns + int(UPSTREAM_GRACE_LEASES * self._lease_s * 1e9))
         if self._executor.lost(held, now_ns):
             self._closing = _Closing.LEASE_LOST
 
@@ -203,7 +210,7 @@ class SessionReader:
 
     def _reached(self, now_ns: int) -> None:
         if self._unreachable is not None:  # back after an outage: the executor gets time to renew a lost lease
-            self._outage = self._unreachable
+            self._outage = f"Redis was unreachable ({self._unreachable})"
             self._executor.excuse(now_ns + int(UPSTREAM_GRACE_LEASES * self._lease_s * 1e9))
         self._reached_ns, self._unreachable = now_ns, None
 
@@ -224,9 +231,8 @@ class SessionReader:
 
     def _lost(self) -> str:
         if self._outage is not None:
-            return (f"the executor's lease did not come back within {UPSTREAM_GRACE_LEASES * self._lease_s} s of "
-                    f"Redis answering again after an outage ({self._outage}): Redis lost it (a restart without "
-                    "persistence) and the executor did not renew it, or the executor died")
+            return (f"{self._outage}, and the executor's lease did not come back within "
+                    f"{UPSTREAM_GRACE_LEASES * self._lease_s} s of that: the executor died, or lost Redis")
         if self._executor.seen:
             return (f"the executor stopped renewing its lease for {self._lease_s} s (killed or lost) before the "
                     "session ended")

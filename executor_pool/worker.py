@@ -54,11 +54,17 @@ class PoolWorker(Worker):
             # the loop stops before the next job, instead of RQ raising StopRequested inside the observation
             # (which would cut it short, be swallowed with its errors, and leave the worker serving until killed)
             state = self.get_state()
-            self.set_state(WorkerStatus.BUSY)
+            self._set_state_locally_at_least(WorkerStatus.BUSY)
             try:
                 self._after_job(job)
             finally:
-                self.set_state(state)
+                self._set_state_locally_at_least(state)
+
+    def _set_state_locally_at_least(self, state: str) -> None:
+        """RQ's state, which decides how a stop request is taken, even when Redis cannot record it: the worker
+        outlives a Redis that is away (RQ sets its own copy before it writes the one in Redis)."""
+        with contextlib.suppress(redis.RedisError):
+            self.set_state(state)
 
     def _after_job(self, job: Any) -> None:
         """Observe each session the job ran (a conversation's turns too) from its streams, and end any it left

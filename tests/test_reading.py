@@ -296,7 +296,37 @@ def test_after_redis_comes_back_a_missing_lease_gets_time_to_be_renewed_then_the
     assert isinstance(session.next_step(excused), Read) and session.next_step(excused).block_ms is not None
     session.received([], excused)
     detail = abandoned_as_lost(session, late).detail
-    assert "after an outage (ConnectionError: Connection closed by server.)" in str(detail)
+    assert str(detail).startswith("Redis was unreachable (ConnectionError: Connection closed by server.), and the "
+                                  "executor's lease did not come back within 9.0 s")
+
+
+def test_a_redis_back_without_the_session_s_streams_gives_the_executor_time_and_is_named():
+    """Redis restarted without persistence, and its clients reconnected without an error: the events stream this
+    reader has read from is gone with the lease, so a missing lease is an outage's, not yet a dead executor's."""
+    session = reader()
+    first = session.next_step(T0)
+    assert first == CheckLease(LEASE, None)  # nothing read yet: no stream to witness with
+    session.lease_observed(True, T0)
+    session.next_step(T0)
+    session.received([(EVENTS, "5-0", delta(1))], T0)
+    now = T0 + CHECK_EVERY
+    assert session.next_step(now) == CheckLease(LEASE, EVENTS)
+    session.lease_observed(False, now, witness_kept=False)
+    assert session.next_step(now).block_ms is not None  # type: ignore[union-attr]
+    session.received([], now)
+    late = now + int(3 * SETTINGS.lease_s * S)
+    detail = abandoned_as_lost(session, late).detail
+    assert str(detail).startswith("Redis came back without this session's streams (restarted without persistence)")
+
+
+def test_a_lease_missing_with_the_streams_still_there_is_a_dead_executor_s_at_once():
+    session = reader()
+    reading(session, T0)
+    session.received([(EVENTS, "5-0", delta(1))], T0)
+    now = T0 + CHECK_EVERY
+    assert session.next_step(now) == CheckLease(LEASE, EVENTS)
+    session.lease_observed(False, now, witness_kept=True)
+    assert session.next_step(now).block_ms is None  # type: ignore[union-attr]
 
 
 def test_after_redis_comes_back_a_renewed_lease_keeps_the_session_going():
