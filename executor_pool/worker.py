@@ -46,6 +46,14 @@ class PoolWorker(Worker):
         hand_off(interpreter)
         try:
             super().execute_job(job, queue)
+        except redis.RedisError:
+            # RQ watches the horse through Redis (heartbeats, the job's status once it exits): with Redis away
+            # that raises, and would end this worker, maybe with the horse still running. The horse has its own
+            # lease and deadline: wait for it, and observe the job as after any other
+            log.exception("job %s: Redis failed while RQ watched its horse; waiting for the horse", job.id)
+            if self.horse_pid:
+                self.wait_for_horse()
+            self._set_state_locally_at_least(WorkerStatus.IDLE)
         finally:
             hand_off(None)
             if interpreter is not None:
